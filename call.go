@@ -1,0 +1,273 @@
+package bokbok
+
+import (
+	"context"
+	"time"
+)
+
+// The calling side: Request, Call, Notify and Ping. A request is encoded
+// in the caller's goroutine, registered under a fresh id in the pending
+// map, queued for the writer, and answered when the reader delivers the
+// peer's RESPONSE or ERROR for that id.
+
+// call is one request waiting for its answer.
+type call struct {
+	id   uint32
+	out  *outMsg
+	done chan struct{} // closed by finish, exactly once
+
+	// written by finish before done closes
+	body []byte
+	err  error
+
+	asm       assembly  // the answer being received; owned by the reader
+	asmKind   frameKind // RESPONSE or ERROR, once the first frame arrived
+	abandoned bool      // the caller gave up; guarded by Conn.mu
+}
+
+// finish completes the call. Only the goroutine that removed the call from
+// the pending map (under Conn.mu) may call it.
+func (cl *call) finish(body []byte, err error) {
+	cl.body, cl.err = body, err
+	close(cl.done)
+}
+
+// Response is the peer's reply to a request.
+type Response struct {
+	raw []byte
+}
+
+// Decode decodes the reply into out, which must be a pointer, as
+// msgpack.Unmarshal would. Maps decoded into an interface value become
+// map[string]any; integers become int64 or uint64.
+func (r *Response) Decode(out any) error { return decodeValue(r.raw, out) }
+
+// Raw returns the reply's msgpack encoding. The caller must not modify it.
+func (r *Response) Raw() []byte { return r.raw }
+
+// Request sends msg to the peer's Handler and waits for the reply. msg may
+// be any value msgpack can encode: maps, slices, strings, numbers, []byte,
+// structs (fields named by their `msgpack` tags).
+//
+// A reply that is an error (the handler returned one or panicked, or the
+// peer refused the request) is returned as a *RemoteError. If ctx ends
+// first, Request returns ctx.Err() at once and tells the peer, whose
+// handler context is then cancelled; ctx's deadline travels with the
+// request, so the handler's context has it too. If the connection closes
+// first, the error matches ErrClosed. Requests are at-most-once: a request
+// that failed may or may not have run on the peer, except that one refused
+// with ErrShutdown, ErrMessageTooLarge or ErrBusy never ran.
+//
+// A request made with a context that descends from a handler's context is
+// marked nested; see Config.MaxConcurrentHandlers.
+func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
+	var timeout uint64
+	if d, ok := ctx.Deadline(); ok {
+		left := time.Until(d)
+		if left <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+		timeout = uint64((left + time.Microsecond - 1) / time.Microsecond)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	data, err := encodeRequestBody(timeout, msg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkSize(data); err != nil {
+		return nil, err
+	}
+	var flags uint8
+	if ctx.Value(handlerKey{}) != nil {
+		flags = flagNested
+	}
+	cl := &call{done: make(chan struct{})}
+	c.mu.Lock()
+	if err := c.refuseNewLocked(); err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	cl.id = c.allocIDLocked()
+	c.pending[cl.id] = cl
+	c.mu.Unlock()
+
+	cl.out = &outMsg{kind: kindRequest, flags: flags, id: cl.id, data: data}
+	if err := c.sendq.push(ctx, cl.out); err != nil {
+		c.forget(cl)
+		return nil, err
+	}
+	select {
+	case <-cl.done:
+		if cl.err != nil {
+			return nil, cl.err
+		}
+		return &Response{raw: cl.body}, nil
+	case <-ctx.Done():
+		c.abandon(cl)
+		return nil, ctx.Err()
+	}
+}
+
+// Call sends msg like Request and decodes the reply into out (a pointer;
+// nil discards the reply).
+func (c *Conn) Call(ctx context.Context, msg, out any) error {
+	resp, err := c.Request(ctx, msg)
+	if err != nil || out == nil {
+		return err
+	}
+	return resp.Decode(out)
+}
+
+// Notify sends msg to the peer's Handler without waiting for a reply; the
+// handler's result is discarded. Notifications sent one after another on a
+// connection reach the peer's handler in that order, one at a time.
+// Notify returns once the message is queued for sending; it waits (until
+// ctx ends) while the peer's notification window or the send queue is
+// full. A notification that Notify returned nil for is delivered unless
+// the connection fails first.
+func (c *Conn) Notify(ctx context.Context, msg any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	data, err := encodeValueBody(msg)
+	if err != nil {
+		return err
+	}
+	if err := c.checkSize(data); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	for c.err == nil && c.notifyLimit == 0 {
+		wait := c.creditWait
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		c.mu.Lock()
+	}
+	if err := c.refuseNewLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.notifyLimit--
+	id := c.allocIDLocked()
+	c.mu.Unlock()
+	if err := c.sendq.push(ctx, &outMsg{kind: kindNotify, id: id, data: data}); err != nil {
+		c.mu.Lock()
+		c.notifyLimit++ // never sent: the credit is still ours
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// checkSize fails a message larger than the peer accepts, before sending.
+func (c *Conn) checkSize(data []byte) error {
+	if n := len(data) - bodyLenSize; n > int(c.peer.MaxMessageSize) {
+		return &MessageTooLargeError{Size: n, Limit: int(c.peer.MaxMessageSize)}
+	}
+	return nil
+}
+
+// refuseNewLocked returns why a new request or notification may not be
+// sent, or nil. c.mu must be held.
+func (c *Conn) refuseNewLocked() error {
+	switch {
+	case c.err != nil:
+		return c.err
+	case c.goAwaySent || c.goAwayRecv:
+		return ErrShutdown
+	}
+	return nil
+}
+
+// allocIDLocked returns a fresh nonzero id that no pending call holds.
+// c.mu must be held.
+func (c *Conn) allocIDLocked() uint32 {
+	for {
+		c.nextID++
+		if _, busy := c.pending[c.nextID]; c.nextID != 0 && !busy {
+			return c.nextID
+		}
+	}
+}
+
+// forget drops a call that was never queued.
+func (c *Conn) forget(cl *call) {
+	c.mu.Lock()
+	if c.pending[cl.id] == cl {
+		delete(c.pending, cl.id)
+	}
+	c.mu.Unlock()
+	c.workDone()
+}
+
+// abandon handles a caller that stopped waiting. A request not yet started
+// on the wire is withdrawn and its id freed. Otherwise the peer is sent a
+// CANCEL; the id stays reserved until the peer's answer (which the protocol
+// guarantees) arrives and is dropped.
+func (c *Conn) abandon(cl *call) {
+	started := c.sendq.withdraw(cl.out)
+	c.mu.Lock()
+	live := c.pending[cl.id] == cl
+	if live {
+		if started {
+			cl.abandoned = true
+		} else {
+			delete(c.pending, cl.id)
+		}
+	}
+	c.mu.Unlock()
+	if live && started {
+		c.sendq.pushCtrl(kindCancel, cl.id)
+	}
+	c.workDone()
+}
+
+// Ping sends a PING and waits for the peer's PONG, returning the round-trip
+// time. It fails with ctx's error or an error matching ErrClosed.
+func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
+	ch := make(chan error, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return 0, c.err
+	}
+	if c.pings == nil {
+		c.pings = make(map[uint32]chan error)
+	}
+	var id uint32
+	for id == 0 || c.pings[id] != nil {
+		c.pingSeq++
+		id = c.pingSeq
+	}
+	c.pings[id] = ch
+	c.mu.Unlock()
+	start := time.Now()
+	c.sendq.pushCtrl(kindPing, id)
+	select {
+	case err := <-ch:
+		return time.Since(start), err
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pings, id)
+		c.mu.Unlock()
+		return 0, ctx.Err()
+	}
+}
+
+// onPong delivers a PONG to the Ping waiting for it. Id 0 answers a
+// keepalive PING; a PONG nobody waits for any more is dropped.
+func (c *Conn) onPong(id uint32) {
+	c.mu.Lock()
+	ch := c.pings[id]
+	delete(c.pings, id)
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- nil
+	}
+}

@@ -1,0 +1,218 @@
+package bokbok
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Message bodies are MessagePack (PROTOCOL.md, "Message bodies"). Every
+// body travels with a 4-byte big-endian length in front, so the receiver
+// can check it against its limit before allocating. The encoders here
+// build that whole "length + body" byte string in one buffer.
+
+const bodyLenSize = 4
+
+// bodyBuf is an io.Writer (with WriteByte, so msgpack writes into it
+// directly) that appends to a byte slice.
+type bodyBuf struct{ b []byte }
+
+func (w *bodyBuf) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+func (w *bodyBuf) WriteByte(c byte) error      { w.b = append(w.b, c); return nil }
+
+var encoderPool = sync.Pool{New: func() any { return msgpack.NewEncoder(nil) }}
+
+// encodeInto appends the msgpack encoding of v to w.
+func encodeInto(w *bodyBuf, v any) error {
+	enc := encoderPool.Get().(*msgpack.Encoder)
+	enc.Reset(w)
+	enc.UseCompactInts(true)
+	err := enc.Encode(v)
+	enc.Reset(nil)
+	encoderPool.Put(enc)
+	return err
+}
+
+// newBody starts a body with room for its length.
+func newBody() *bodyBuf { return &bodyBuf{b: make([]byte, bodyLenSize, 64)} }
+
+// finish writes the length in front of the body and returns length + body.
+func (w *bodyBuf) finish() []byte {
+	binary.BigEndian.PutUint32(w.b, uint32(len(w.b)-bodyLenSize))
+	return w.b
+}
+
+// encodeValueBody encodes the body of a RESPONSE or NOTIFY: one value.
+func encodeValueBody(v any) ([]byte, error) {
+	w := newBody()
+	if err := encodeInto(w, v); err != nil {
+		return nil, fmt.Errorf("bokbok: encoding message: %w", err)
+	}
+	return w.finish(), nil
+}
+
+// encodeRequestBody encodes the body of a REQUEST: the timeout in
+// microseconds (0 = none) as a msgpack unsigned integer, then the message.
+func encodeRequestBody(timeoutMicros uint64, msg any) ([]byte, error) {
+	w := newBody()
+	w.b = appendMsgpackUint(w.b, timeoutMicros)
+	if err := encodeInto(w, msg); err != nil {
+		return nil, fmt.Errorf("bokbok: encoding message: %w", err)
+	}
+	return w.finish(), nil
+}
+
+// encodeErrorBody encodes the body of an ERROR: [code, message].
+func encodeErrorBody(code, message string) []byte {
+	w := newBody()
+	w.b = append(w.b, 0x92) // fixarray of 2
+	_ = encodeInto(w, code)
+	_ = encodeInto(w, message) // encoding a string cannot fail
+	return w.finish()
+}
+
+// appendMsgpackUint appends v in the shortest msgpack unsigned form.
+func appendMsgpackUint(b []byte, v uint64) []byte {
+	switch {
+	case v <= 0x7f:
+		return append(b, byte(v))
+	case v <= 0xff:
+		return append(b, 0xcc, byte(v))
+	case v <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(b, 0xcd), uint16(v))
+	case v <= 0xffffffff:
+		return binary.BigEndian.AppendUint32(append(b, 0xce), uint32(v))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, 0xcf), v)
+	}
+}
+
+var errNotUint = errors.New("not a non-negative msgpack integer")
+
+// readMsgpackUint reads a non-negative msgpack integer from the front of b
+// (any of the unsigned or signed integer forms) and returns it with the
+// number of bytes it took.
+func readMsgpackUint(b []byte) (uint64, int, error) {
+	if len(b) == 0 {
+		return 0, 0, errNotUint
+	}
+	c := b[0]
+	if c <= 0x7f { // positive fixint
+		return uint64(c), 1, nil
+	}
+	var n int
+	switch c {
+	case 0xcc, 0xd0: // uint8, int8
+		n = 1
+	case 0xcd, 0xd1: // uint16, int16
+		n = 2
+	case 0xce, 0xd2: // uint32, int32
+		n = 4
+	case 0xcf, 0xd3: // uint64, int64
+		n = 8
+	default:
+		return 0, 0, errNotUint
+	}
+	if len(b) < 1+n {
+		return 0, 0, errNotUint
+	}
+	var v uint64
+	for _, x := range b[1 : 1+n] {
+		v = v<<8 | uint64(x)
+	}
+	if c >= 0xd0 && v>>(uint(n)*8-1)&1 == 1 { // signed and negative
+		return 0, 0, errNotUint
+	}
+	return v, 1 + n, nil
+}
+
+// decodeValue decodes exactly one msgpack value from raw into out. Maps and
+// numbers decoded into interface values become map[string]any, int64,
+// uint64 and float64.
+func decodeValue(raw []byte, out any) error {
+	r := bytes.NewReader(raw)
+	dec := msgpack.GetDecoder()
+	dec.Reset(r)
+	dec.UseLooseInterfaceDecoding(true)
+	err := dec.Decode(out)
+	msgpack.PutDecoder(dec)
+	if err != nil {
+		return fmt.Errorf("bokbok: decoding message: %w", err)
+	}
+	if r.Len() != 0 {
+		return fmt.Errorf("bokbok: decoding message: %d bytes left after the value", r.Len())
+	}
+	return nil
+}
+
+// parseRequestBody splits a REQUEST body into its timeout and message.
+func parseRequestBody(body []byte) (timeoutMicros uint64, msg []byte, err error) {
+	t, n, err := readMsgpackUint(body)
+	if err != nil {
+		return 0, nil, protocolErrorf("REQUEST body: timeout: %v", err)
+	}
+	if n == len(body) {
+		return 0, nil, protocolErrorf("REQUEST body has a timeout but no message")
+	}
+	return t, body[n:], nil
+}
+
+// errorBody is the wire form of an ERROR body.
+type errorBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Code     string
+	Message  string
+}
+
+// parseErrorBody decodes an ERROR body into a *RemoteError.
+func parseErrorBody(body []byte) (*RemoteError, error) {
+	var e errorBody
+	if err := decodeValue(body, &e); err != nil {
+		return nil, &ProtocolError{Reason: "ERROR body is not [code, message]", Err: err}
+	}
+	return &RemoteError{Code: e.Code, Message: e.Message}, nil
+}
+
+// settings is the payload of the SETTINGS frame each side sends first.
+// Unknown keys are ignored, so later versions can add settings.
+type settings struct {
+	MaxMessageSize        uint64 `msgpack:"max_message_size"`
+	NotifyWindow          uint64 `msgpack:"notify_window"`
+	MaxConcurrentHandlers uint64 `msgpack:"max_handlers"`
+}
+
+// encode writes the settings as a msgpack map with its keys in a fixed
+// order (the order PROTOCOL.md shows).
+func (s settings) encode() []byte {
+	w := &bodyBuf{b: []byte{0x83}} // fixmap of 3
+	for _, kv := range []struct {
+		k string
+		v uint64
+	}{
+		{"max_message_size", s.MaxMessageSize},
+		{"notify_window", s.NotifyWindow},
+		{"max_handlers", s.MaxConcurrentHandlers},
+	} {
+		_ = encodeInto(w, kv.k)
+		w.b = appendMsgpackUint(w.b, kv.v)
+	}
+	return w.b
+}
+
+func parseSettings(p []byte) (settings, error) {
+	var s settings
+	if err := decodeValue(p, &s); err != nil {
+		return s, &ProtocolError{Reason: "bad SETTINGS payload", Err: err}
+	}
+	switch {
+	case s.MaxMessageSize == 0 || s.MaxMessageSize > maxMessageSizeLimit:
+		return s, protocolErrorf("SETTINGS max_message_size %d out of range 1..%d", s.MaxMessageSize, maxMessageSizeLimit)
+	case s.NotifyWindow == 0 || s.NotifyWindow > maxNotifyWindow:
+		return s, protocolErrorf("SETTINGS notify_window %d out of range 1..%d", s.NotifyWindow, maxNotifyWindow)
+	}
+	return s, nil
+}

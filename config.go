@@ -1,0 +1,148 @@
+package bokbok
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultMaxMessageSize        = 32 << 20 // 32 MiB
+	DefaultMaxConcurrentHandlers = 256
+	DefaultMaxQueuedRequests     = 4096
+	DefaultNotifyWindow          = 256
+	DefaultSendQueueBytes        = 4 << 20 // 4 MiB
+	DefaultHandshakeTimeout      = 10 * time.Second
+	DefaultKeepaliveInterval     = 30 * time.Second
+	DefaultKeepaliveTimeout      = 15 * time.Second
+)
+
+// Config holds the settings of one connection. The zero value is usable:
+// every zero field takes the default named in its comment. A nil *Config
+// means all defaults. A Config may be shared by many connections and must
+// not be changed while any of them uses it.
+type Config struct {
+	// Handler serves the requests and notifications the peer sends. If nil,
+	// the peer's requests fail with a *RemoteError of code CodeNoHandler and
+	// its notifications are dropped (and logged at debug level).
+	Handler Handler
+
+	// OnClose, if set, is called exactly once when the connection has
+	// closed, from a goroutine of the connection's own, with the reason
+	// (an error matching ErrClosed that wraps the cause). It runs after
+	// every pending call has failed and the connection's reader and writer
+	// have stopped.
+	OnClose func(c *Conn, reason error)
+
+	// Logger receives the connection's log records (handler panics,
+	// protocol errors, closes). Nil means no logging.
+	Logger *slog.Logger
+
+	// MaxMessageSize is the largest message body, in bytes after encoding,
+	// that this side accepts. It is announced to the peer, which then fails
+	// larger calls before sending them. Default DefaultMaxMessageSize.
+	MaxMessageSize int
+
+	// MaxConcurrentHandlers limits how many of the peer's requests run at
+	// once on this connection. Requests beyond it wait in a queue of
+	// MaxQueuedRequests, except nested requests (made by a peer handler
+	// while serving one of ours), which run at once so that handlers that
+	// call back into each other cannot deadlock; see PROTOCOL.md.
+	// Default DefaultMaxConcurrentHandlers.
+	MaxConcurrentHandlers int
+
+	// MaxQueuedRequests limits how many requests wait for a handler slot.
+	// A request arriving when the queue is full is refused with CodeBusy
+	// without running. Default DefaultMaxQueuedRequests.
+	MaxQueuedRequests int
+
+	// NotifyWindow is how many notifications the peer may send ahead of
+	// this side's handler: notifications run one at a time, in order, and
+	// a peer that fills the window waits (Notify blocks) until the handler
+	// catches up. Default DefaultNotifyWindow.
+	NotifyWindow int
+
+	// SendQueueBytes bounds the bytes of messages waiting to be written.
+	// Request, Notify and replies wait while the queue is full, so a slow
+	// peer applies backpressure instead of growing memory. A single message
+	// larger than the bound is let through when the queue is empty.
+	// Default DefaultSendQueueBytes.
+	SendQueueBytes int
+
+	// HandshakeTimeout bounds the opening exchange (preamble and settings).
+	// Default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+
+	// KeepaliveInterval is how long the connection may hear nothing from
+	// the peer before it sends a PING. Any inbound frame counts as life, so
+	// a busy connection never pings. Negative disables keepalive.
+	// Default DefaultKeepaliveInterval.
+	KeepaliveInterval time.Duration
+
+	// KeepaliveTimeout is how long after a PING the peer may stay silent
+	// before the connection closes with ErrKeepaliveTimeout.
+	// Default DefaultKeepaliveTimeout.
+	KeepaliveTimeout time.Duration
+}
+
+// withDefaults returns a copy of c (which may be nil) with every zero field
+// set to its default, or an error naming the first invalid field.
+func (c *Config) withDefaults() (*Config, error) {
+	var out Config
+	if c != nil {
+		out = *c
+	}
+	ints := []struct {
+		name string
+		v    *int
+		def  int
+		min  int
+	}{
+		{"MaxMessageSize", &out.MaxMessageSize, DefaultMaxMessageSize, 1},
+		{"MaxConcurrentHandlers", &out.MaxConcurrentHandlers, DefaultMaxConcurrentHandlers, 1},
+		{"MaxQueuedRequests", &out.MaxQueuedRequests, DefaultMaxQueuedRequests, 0},
+		{"NotifyWindow", &out.NotifyWindow, DefaultNotifyWindow, 1},
+		{"SendQueueBytes", &out.SendQueueBytes, DefaultSendQueueBytes, 1},
+	}
+	for _, f := range ints {
+		if *f.v < 0 {
+			return nil, fmt.Errorf("bokbok: Config.%s is %d, want >= 0 (0 means the default, %d)", f.name, *f.v, f.def)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	if out.MaxMessageSize > maxMessageSizeLimit {
+		return nil, fmt.Errorf("bokbok: Config.MaxMessageSize is %d, want at most %d", out.MaxMessageSize, maxMessageSizeLimit)
+	}
+	if out.NotifyWindow > maxNotifyWindow {
+		return nil, fmt.Errorf("bokbok: Config.NotifyWindow is %d, want at most %d", out.NotifyWindow, maxNotifyWindow)
+	}
+	if out.HandshakeTimeout < 0 {
+		return nil, fmt.Errorf("bokbok: Config.HandshakeTimeout is %v, want >= 0", out.HandshakeTimeout)
+	}
+	if out.HandshakeTimeout == 0 {
+		out.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if out.KeepaliveInterval == 0 {
+		out.KeepaliveInterval = DefaultKeepaliveInterval
+	}
+	if out.KeepaliveTimeout < 0 {
+		return nil, fmt.Errorf("bokbok: Config.KeepaliveTimeout is %v, want >= 0", out.KeepaliveTimeout)
+	}
+	if out.KeepaliveTimeout == 0 {
+		out.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &out, nil
+}
+
+// Protocol ceilings: a message length is a 32-bit field, and the notify
+// window travels in a 32-bit CREDIT id.
+const (
+	maxMessageSizeLimit = 1<<31 - 1
+	maxNotifyWindow     = 1 << 20
+)

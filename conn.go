@@ -1,0 +1,283 @@
+package bokbok
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Conn is one bokbok connection. Either side may send requests and
+// notifications on it at any time, from any number of goroutines, and each
+// side's Handler serves the other's. A Conn is safe for concurrent use.
+//
+// A Conn owns three goroutines of its own: the reader (readLoop), which
+// reads frames and hands them on without ever waiting for application
+// code; the writer (writeLoop), the only one that writes; and, while there
+// are notifications to deliver, the notifier, which runs them in order. Each
+// request from the peer runs on a goroutine of its own. All of them end when
+// the connection closes (a handler ends when it returns: its context is
+// cancelled then).
+type Conn struct {
+	nc    net.Conn
+	cfg   *Config
+	log   *slog.Logger
+	user  string
+	peer  settings // the peer's SETTINGS; read-only after the handshake
+	br    *bufio.Reader
+	fr    frameReader
+	rec   *bufio.Writer // used by the writer goroutine only
+	sendq *sendQueue
+
+	// ctx is cancelled when the connection starts closing; handler
+	// contexts derive from it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed once closed: calls failed, reader and writer stopped
+	loops  sync.WaitGroup
+	work   sync.WaitGroup // handler and notifier goroutines
+
+	running  atomic.Bool  // set once start has run
+	lastRecv atomic.Int64 // monotonic nanoseconds (since epoch) of the last inbound frame
+	epoch    time.Time
+	ready    chan struct{} // closed when handlers may run (after the server's OnOpen)
+
+	mu          sync.Mutex // guards the fields below
+	err         error      // why the connection closed; nil while open
+	pending     map[uint32]*call
+	nextID      uint32
+	pings       map[uint32]chan error // Ping waiters by PING id
+	pingSeq     uint32
+	goAwaySent  bool          // we promised to send no new requests
+	goAwayRecv  bool          // the peer promised to send no new requests
+	drained     chan struct{} // non-nil during Shutdown: signalled when work finishes
+	notifyLimit int           // notifications we may still send before the peer credits more
+	creditWait  chan struct{} // closed when credit arrives
+	ka          *time.Timer   // keepalive timer; nil if disabled
+	afterClose  func()        // run by the closer last (the server's bookkeeping)
+
+	in inbound // the peer's requests and notifications; has its own lock
+}
+
+func newConn(nc net.Conn, cfg *Config, user string) *Conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Conn{
+		nc:         nc,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		user:       user,
+		br:         bufio.NewReaderSize(nc, 16<<10),
+		rec:        bufio.NewWriterSize(nc, 32<<10),
+		sendq:      newSendQueue(cfg.SendQueueBytes),
+		ctx:        ctx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
+		ready:      make(chan struct{}),
+		creditWait: make(chan struct{}),
+		pending:    make(map[uint32]*call),
+		epoch:      time.Now(),
+	}
+	c.fr.r = c.br
+	c.in.init(c)
+	return c
+}
+
+// start launches the connection's goroutines after a successful handshake.
+func (c *Conn) start() {
+	c.notifyLimit = int(c.peer.NotifyWindow)
+	c.running.Store(true)
+	c.touch()
+	c.loops.Add(2)
+	go c.writeLoop()
+	go c.readLoop()
+	c.startKeepalive()
+	c.log.Debug("bokbok: connection open", "remote", c.nc.RemoteAddr(), "user", c.user)
+}
+
+// User returns the user name the connection was authenticated as, or ""
+// for an insecure connection.
+func (c *Conn) User() string { return c.user }
+
+// RemoteAddr returns the peer's network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// LocalAddr returns this side's network address.
+func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// Done returns a channel that is closed when the connection has closed:
+// every pending call has failed and the reader and writer have stopped.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns nil while the connection is open and, once it is closing,
+// the reason: an error matching ErrClosed that wraps the cause.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close closes the connection at once: pending calls fail with ErrClosed,
+// running handlers see their context cancelled, queued writes are dropped.
+// It waits until the reader and writer have stopped. Closing a closed
+// connection does nothing. Use Shutdown to let work in flight finish.
+func (c *Conn) Close() error {
+	c.fail(nil)
+	<-c.done
+	return nil
+}
+
+// fail starts closing the connection with cause (nil for a local Close).
+// The first call wins; later calls do nothing. It never blocks on I/O.
+func (c *Conn) fail(cause error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = closedError(cause)
+	pending := c.pending
+	c.pending = nil
+	for _, ch := range c.pings {
+		ch <- c.err
+	}
+	c.pings = nil
+	close(c.creditWait)
+
+	if c.ka != nil {
+		c.ka.Stop()
+	}
+	c.mu.Unlock()
+
+	c.cancel()
+	c.sendq.close(c.err)
+	c.nc.Close() // unblocks the reader and the writer
+	for _, cl := range pending {
+		cl.finish(nil, c.err)
+	}
+	level := slog.LevelDebug
+	if cause != nil && !errors.Is(cause, io.EOF) && !errors.Is(cause, ErrShutdown) {
+		level = slog.LevelWarn
+	}
+	c.log.Log(context.Background(), level, "bokbok: connection closing", "remote", c.nc.RemoteAddr(), "reason", c.err)
+}
+
+// closer runs on the reader goroutine after it stops: it waits for the
+// writer, marks the connection done, then waits for handlers and runs
+// OnClose.
+func (c *Conn) closer() {
+	c.loops.Wait()
+	close(c.done)
+	c.work.Wait()
+	if c.cfg.OnClose != nil {
+		c.cfg.OnClose(c, c.Err())
+	}
+	if c.afterClose != nil {
+		c.afterClose()
+	}
+}
+
+// Shutdown closes the connection gracefully: it tells the peer to send no
+// new requests (and sends none itself: new calls fail with ErrShutdown),
+// waits until the requests in flight both ways have been answered, the
+// peer has sent its own promise, and queued notifications have run, then
+// writes out everything queued, half-closes the connection where the
+// network allows it (so nothing the peer has not read yet is lost to a
+// reset), and closes once the peer has closed too. If ctx ends first,
+// Shutdown closes at once and returns ctx's error.
+func (c *Conn) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		<-c.done
+		return nil
+	}
+	if c.drained == nil {
+		c.drained = make(chan struct{}, 1)
+	}
+	sent := c.goAwaySent
+	c.goAwaySent = true
+	c.mu.Unlock()
+	if !sent {
+		c.sendq.pushCtrl(kindGoAway, 0)
+	}
+	err := c.drain(ctx)
+	if err == nil {
+		err = c.sendq.waitIdle(ctx, c.done)
+	}
+	if err == nil {
+		c.sendq.close(closedError(ErrShutdown))
+		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			select {
+			case <-c.done: // the peer saw our end and closed its own
+				return nil
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+	}
+	c.fail(ErrShutdown)
+	<-c.done
+	if errors.Is(err, ErrClosed) {
+		return nil // closed meanwhile, by the peer or a Close
+	}
+	return err
+}
+
+// drain waits until a graceful shutdown may close the connection.
+func (c *Conn) drain(ctx context.Context) error {
+	for !c.isDrained() {
+		select {
+		case <-c.drained:
+		case <-c.done:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// isDrained reports whether a graceful shutdown may close the connection.
+func (c *Conn) isDrained() bool {
+	c.mu.Lock()
+	ok := c.goAwayRecv && len(c.pending) == 0
+	c.mu.Unlock()
+	return ok && c.in.idle()
+}
+
+// workDone wakes a waiting Shutdown; called whenever a call is answered
+// or a handler finishes.
+func (c *Conn) workDone() {
+	c.mu.Lock()
+	ch := c.drained
+	c.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// onGoAway handles the peer's GOAWAY: no new requests from either side.
+func (c *Conn) onGoAway() {
+	c.mu.Lock()
+	c.goAwayRecv = true
+	sent := c.goAwaySent
+	c.goAwaySent = true
+	c.mu.Unlock()
+	if !sent {
+		c.sendq.pushCtrl(kindGoAway, 0) // our promise in return
+	}
+	c.workDone()
+}
+
+// started reports whether the handshake succeeded and the connection runs.
+func (c *Conn) started() bool { return c.running.Load() }
+
+func (c *Conn) touch() { c.lastRecv.Store(int64(time.Since(c.epoch))) }

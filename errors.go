@@ -1,0 +1,150 @@
+package bokbok
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors for conditions. Test for them with errors.Is: errors
+// returned by this package often wrap several of them (a call that failed
+// because the connection was closed by a keepalive timeout matches both
+// ErrClosed and ErrKeepaliveTimeout).
+var (
+	// ErrClosed reports that the connection is closed. Every call that was
+	// pending when a connection closed fails with an error matching
+	// ErrClosed; the error also wraps the cause (io.EOF, ErrKeepaliveTimeout,
+	// a *ProtocolError, a network error, ErrShutdown) when there is one.
+	ErrClosed = errors.New("bokbok: connection closed")
+
+	// ErrShutdown reports that the connection is draining after a graceful
+	// shutdown by either side: requests in flight finish, new ones are
+	// refused. A request refused this way was never sent.
+	ErrShutdown = errors.New("bokbok: connection shutting down")
+
+	// ErrKeepaliveTimeout reports that the peer sent nothing at all (not even
+	// a keepalive reply) for longer than the configured keepalive interval
+	// plus timeout.
+	ErrKeepaliveTimeout = errors.New("bokbok: keepalive timeout")
+
+	// ErrProtocol matches every *ProtocolError.
+	ErrProtocol = errors.New("bokbok: protocol error")
+
+	// ErrMessageTooLarge matches every *MessageTooLargeError, and remote
+	// errors whose code is CodeTooLarge.
+	ErrMessageTooLarge = errors.New("bokbok: message too large")
+
+	// ErrBusy matches a remote error with code CodeBusy: the peer was at its
+	// handler limit with a full queue and refused the request without
+	// running it. Retrying later is safe.
+	ErrBusy = errors.New("bokbok: peer busy")
+
+	// ErrVersion reports that the peer speaks another protocol version.
+	ErrVersion = errors.New("bokbok: protocol version mismatch")
+
+	// ErrMode reports that one side wants a secure connection and the other
+	// an insecure one. Neither side ever downgrades.
+	ErrMode = errors.New("bokbok: security mode mismatch")
+
+	// ErrServerClosed is returned by Server.Serve and Server.ListenAndServe
+	// after Server.Shutdown or Server.Close.
+	ErrServerClosed = errors.New("bokbok: server closed")
+)
+
+// Error codes with a meaning to bokbok itself. Codes are strings on the wire;
+// applications may use any code that does not start with "bokbok.".
+const (
+	CodeBusy      = "bokbok.busy"       // refused at the handler limit, never run
+	CodePanic     = "bokbok.panic"      // the handler panicked
+	CodeCanceled  = "bokbok.canceled"   // cancelled by the caller before it ran
+	CodeTooLarge  = "bokbok.too_large"  // the reply exceeded the caller's message limit
+	CodeNoHandler = "bokbok.no_handler" // the peer has no Handler for requests
+)
+
+// RemoteError is an error that happened on the peer: its handler returned an
+// error or panicked, or the peer refused the request. Use errors.As to get
+// it; errors.Is matches ErrBusy and ErrMessageTooLarge by code.
+//
+// A handler may return a *RemoteError (or an error wrapping one) to choose
+// the code the caller sees; any other error is sent with an empty code and
+// its Error() text as the message.
+type RemoteError struct {
+	Code    string // optional machine-readable code; "" if none
+	Message string // human-readable text
+}
+
+// Error formats the remote error with its code, if any.
+func (e *RemoteError) Error() string {
+	if e.Code == "" {
+		return "bokbok: remote error: " + e.Message
+	}
+	return "bokbok: remote error [" + e.Code + "]: " + e.Message
+}
+
+// Is reports whether the remote error's code corresponds to target.
+func (e *RemoteError) Is(target error) bool {
+	switch target {
+	case ErrBusy:
+		return e.Code == CodeBusy
+	case ErrMessageTooLarge:
+		return e.Code == CodeTooLarge
+	}
+	return false
+}
+
+// Errorf returns a *RemoteError with the given code and a formatted message,
+// for handlers that want the caller to see a specific code.
+func Errorf(code, format string, args ...any) error {
+	return &RemoteError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ProtocolError reports bytes on the wire that break the protocol: garbage,
+// truncated frames, unknown frame kinds, impossible lengths or ids. It ends
+// the connection. errors.Is(err, ErrProtocol) matches it.
+type ProtocolError struct {
+	Reason string // what was wrong, e.g. "unknown frame kind 0x7f"
+	Err    error  // an underlying cause such as io.ErrUnexpectedEOF, or nil
+}
+
+func (e *ProtocolError) Error() string {
+	if e.Err != nil {
+		return "bokbok: protocol error: " + e.Reason + ": " + e.Err.Error()
+	}
+	return "bokbok: protocol error: " + e.Reason
+}
+
+// Unwrap returns the underlying cause.
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrProtocol) true.
+func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }
+
+func protocolErrorf(format string, args ...any) *ProtocolError {
+	return &ProtocolError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// MessageTooLargeError reports a message larger than the limit that applies
+// to it. When sending, the limit is the peer's advertised maximum; the call
+// fails before anything is sent. errors.Is(err, ErrMessageTooLarge) matches.
+type MessageTooLargeError struct {
+	Size  int // encoded size of the message in bytes
+	Limit int // the limit it exceeded
+}
+
+func (e *MessageTooLargeError) Error() string {
+	return fmt.Sprintf("bokbok: message too large: %d bytes exceeds the limit of %d", e.Size, e.Limit)
+}
+
+// Is makes errors.Is(err, ErrMessageTooLarge) true.
+func (e *MessageTooLargeError) Is(target error) bool { return target == ErrMessageTooLarge }
+
+// closedError builds the error a connection closes with: it matches ErrClosed
+// and wraps cause (which may be nil for a plain local Close).
+func closedError(cause error) error {
+	if cause == nil || errors.Is(cause, ErrClosed) {
+		if cause == nil {
+			return ErrClosed
+		}
+		return cause
+	}
+	return fmt.Errorf("%w: %w", ErrClosed, cause)
+}

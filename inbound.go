@@ -1,0 +1,257 @@
+package bokbok
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// inbound receives the peer's requests and notifications and runs them.
+//
+// Requests: at most MaxConcurrentHandlers run at once; more wait in a FIFO
+// queue of up to MaxQueuedRequests; beyond that they are refused with
+// CodeBusy. A nested request (flagNested: sent by a peer handler while it
+// serves one of our requests) never waits in the queue: it runs at once,
+// up to twice the limit, or is refused. Queued requests thus wait only for
+// running handlers, and running handlers wait only on requests that run at
+// once or fail at once, so handlers calling back and forth cannot deadlock.
+//
+// Notifications: kept in the order their first frames arrived and run one
+// at a time by the notifier goroutine; credits go back to the peer as they
+// are handled.
+type inbound struct {
+	c *Conn
+
+	mu        sync.Mutex        // guards the fields below
+	asm       map[uint32]*inMsg // messages whose frames are still arriving
+	live      map[uint32]*inMsg // requests queued or running, by id
+	queue     []*inMsg          // requests waiting for a handler slot
+	running   int               // request handlers running
+	notes     []*inMsg          // notifications in arrival order, some still arriving
+	notifying bool              // the notifier goroutine is running
+	unacked   int               // notifications received and not yet credited back
+	handled   int               // notifications handled since the last CREDIT
+	noteCtx   context.Context   // context for notification handlers
+}
+
+// inMsg is one inbound request or notification.
+type inMsg struct {
+	id       uint32
+	kind     frameKind
+	nested   bool
+	asm      assembly
+	complete bool
+	timeout  time.Duration // 0 = none
+
+	ctx    context.Context // requests: set when queued or started
+	cancel context.CancelFunc
+	req    Request
+}
+
+func (in *inbound) init(c *Conn) {
+	in.c = c
+	in.asm = make(map[uint32]*inMsg)
+	in.live = make(map[uint32]*inMsg)
+	in.noteCtx = context.WithValue(c.ctx, handlerKey{}, c)
+}
+
+// frame adds a REQUEST or NOTIFY frame; a whole message is dispatched.
+func (in *inbound) frame(h frameHeader, p []byte) error {
+	c := in.c
+	in.mu.Lock()
+	m := in.asm[h.id]
+	if m == nil {
+		if in.live[h.id] != nil {
+			in.mu.Unlock()
+			return protocolErrorf("%s with id %d, which a running request still holds", h.kind, h.id)
+		}
+		m = &inMsg{id: h.id, kind: h.kind, nested: h.flags&flagNested != 0}
+		if h.kind == kindNotify {
+			if in.unacked++; in.unacked > c.cfg.NotifyWindow {
+				in.mu.Unlock()
+				return protocolErrorf("peer sent more than the notify window of %d notifications", c.cfg.NotifyWindow)
+			}
+			in.notes = append(in.notes, m)
+		}
+		in.asm[h.id] = m
+	} else if m.kind != h.kind {
+		in.mu.Unlock()
+		return protocolErrorf("%s frame continues a %s with id %d", h.kind, m.kind, h.id)
+	}
+	done, err := m.asm.add(h.kind, p, c.cfg.MaxMessageSize)
+	if err != nil || !done {
+		in.mu.Unlock()
+		return err
+	}
+	delete(in.asm, h.id)
+	body := m.asm.buf
+	m.asm = assembly{}
+	m.req = Request{conn: c, raw: body, notify: h.kind == kindNotify}
+	if m.kind == kindNotify {
+		m.complete = true
+		start := !in.notifying && in.notes[0].complete
+		if start {
+			in.notifying = true
+			c.work.Add(1)
+		}
+		in.mu.Unlock()
+		if start {
+			go in.notifier()
+		}
+		return nil
+	}
+	t, msg, err := parseRequestBody(body)
+	if err != nil {
+		in.mu.Unlock()
+		return err
+	}
+	m.req.raw = msg
+	m.timeout = time.Duration(min(t, uint64(1<<63-1)/1000)) * time.Microsecond
+	return in.dispatchLocked(m)
+}
+
+// dispatchLocked runs, queues or refuses a whole request. in.mu must be
+// held; it is released.
+func (in *inbound) dispatchLocked(m *inMsg) error {
+	c := in.c
+	limit := c.cfg.MaxConcurrentHandlers
+	switch {
+	case in.running < limit || (m.nested && in.running < 2*limit):
+		in.running++
+		in.prepare(m)
+		c.work.Add(1)
+		in.mu.Unlock()
+		go in.run(m)
+	case !m.nested && len(in.queue) < c.cfg.MaxQueuedRequests:
+		in.prepare(m)
+		in.queue = append(in.queue, m)
+		in.mu.Unlock()
+	default:
+		in.mu.Unlock()
+		c.sendq.pushSmall(errorMsg(m.id, &RemoteError{Code: CodeBusy, Message: "too many requests in progress; try again later"}))
+	}
+	return nil
+}
+
+// prepare gives a request its context, whose deadline counts from
+// arrival, and registers it for CANCEL. in.mu must be held.
+func (in *inbound) prepare(m *inMsg) {
+	ctx := context.WithValue(in.c.ctx, handlerKey{}, in.c)
+	if m.timeout > 0 {
+		m.ctx, m.cancel = context.WithTimeout(ctx, m.timeout)
+	} else {
+		m.ctx, m.cancel = context.WithCancel(ctx)
+	}
+	in.live[m.id] = m
+}
+
+// run serves m, then queued requests while there are any. It owns one
+// handler slot.
+func (in *inbound) run(m *inMsg) {
+	c := in.c
+	defer c.work.Done()
+	for m != nil {
+		select {
+		case <-c.ready:
+			reply, err := c.invoke(m.ctx, &m.req)
+			_ = c.sendq.push(nil, c.answer(m.id, reply, err)) // fails only once closed
+		case <-c.ctx.Done(): // closed before it was allowed to run
+		}
+		m.cancel()
+		in.mu.Lock()
+		delete(in.live, m.id)
+		m = nil
+		if len(in.queue) > 0 {
+			m = in.queue[0]
+			in.queue[0] = nil
+			in.queue = in.queue[1:]
+		} else {
+			in.running--
+		}
+		in.mu.Unlock()
+		c.workDone()
+	}
+}
+
+// cancel handles the peer's CANCEL for a request id: a running handler
+// sees its context cancelled; a request still queued or still arriving is
+// dropped and answered with CodeCanceled (every request gets an answer).
+// A CANCEL for an id that was already answered is ignored.
+func (in *inbound) cancel(id uint32) {
+	in.mu.Lock()
+	m := in.live[id]
+	if m == nil {
+		if a := in.asm[id]; a != nil && a.kind == kindRequest {
+			delete(in.asm, id)
+			in.mu.Unlock()
+			in.refuseCanceled(id)
+			return
+		}
+		in.mu.Unlock()
+		return
+	}
+	for i, q := range in.queue {
+		if q == m {
+			in.queue = append(in.queue[:i], in.queue[i+1:]...)
+			delete(in.live, id)
+			in.mu.Unlock()
+			m.cancel()
+			in.refuseCanceled(id)
+			in.c.workDone()
+			return
+		}
+	}
+	in.mu.Unlock()
+	m.cancel()
+}
+
+func (in *inbound) refuseCanceled(id uint32) {
+	in.c.sendq.pushSmall(errorMsg(id, &RemoteError{Code: CodeCanceled, Message: "canceled before it ran"}))
+}
+
+// notifier runs whole notifications from the front of notes, in order,
+// and returns credits to the peer. It ends when none is ready.
+func (in *inbound) notifier() {
+	c := in.c
+	defer c.work.Done()
+	<-c.ready
+	step := max(1, c.cfg.NotifyWindow/4)
+	for {
+		in.mu.Lock()
+		if len(in.notes) == 0 || !in.notes[0].complete || c.ctx.Err() != nil {
+			in.notifying = false
+			in.mu.Unlock()
+			return
+		}
+		m := in.notes[0]
+		in.notes[0] = nil
+		in.notes = in.notes[1:]
+		in.mu.Unlock()
+
+		if _, err := c.invoke(in.noteCtx, &m.req); err != nil {
+			c.log.Debug("bokbok: notification handler failed", "remote", c.nc.RemoteAddr(), "err", err)
+		}
+
+		in.mu.Lock()
+		in.handled++
+		var credit int
+		if in.handled >= step || len(in.notes) == 0 {
+			credit = in.handled
+			in.handled = 0
+			in.unacked -= credit
+		}
+		in.mu.Unlock()
+		if credit > 0 {
+			c.sendq.pushCtrl(kindCredit, uint32(credit))
+		}
+		c.workDone()
+	}
+}
+
+// idle reports whether no inbound work is left: nothing arriving, queued
+// or running.
+func (in *inbound) idle() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.asm) == 0 && len(in.live) == 0 && len(in.notes) == 0 && !in.notifying
+}

@@ -1,0 +1,168 @@
+package bokbok
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+)
+
+// The receive side: one reader goroutine per connection reads frames and
+// hands each on: answers to their waiting callers, the peer's requests and
+// notifications to the inbound dispatcher, control frames to their
+// handlers. It never waits for application code or for the writer, so the
+// peer's answers always get through, whatever the handlers are doing.
+
+// readLoop is the connection's only reader. When it stops, for whatever
+// reason, it closes the connection and runs the closer.
+func (c *Conn) readLoop() {
+	defer func() {
+		c.loops.Done()
+		c.closer()
+	}()
+	for {
+		h, p, err := c.fr.next()
+		if err != nil {
+			c.fail(c.readError(err))
+			return
+		}
+		c.touch()
+		if err := c.handleFrame(h, p); err != nil {
+			c.log.Warn("bokbok: protocol error", "remote", c.nc.RemoteAddr(), "err", err)
+			c.fail(err)
+			return
+		}
+	}
+}
+
+// readError names the reason a read failed.
+func (c *Conn) readError(err error) error {
+	if errors.Is(err, io.EOF) {
+		c.mu.Lock()
+		graceful := c.goAwayRecv
+		c.mu.Unlock()
+		if graceful {
+			return ErrShutdown
+		}
+	}
+	return err
+}
+
+// handleFrame routes one frame. p is valid only until it returns.
+func (c *Conn) handleFrame(h frameHeader, p []byte) error {
+	switch h.kind {
+	case kindRequest, kindNotify:
+		return c.in.frame(h, p)
+	case kindResponse, kindError:
+		return c.answerFrame(h, p)
+	case kindCancel:
+		c.in.cancel(h.id)
+	case kindPing:
+		c.sendq.pushCtrl(kindPong, h.id)
+	case kindPong:
+		c.onPong(h.id)
+	case kindGoAway:
+		c.onGoAway()
+	case kindCredit:
+		return c.onCredit(h.id)
+	case kindSettings:
+		return protocolErrorf("SETTINGS frame after the handshake")
+	}
+	return nil
+}
+
+// answerFrame adds a RESPONSE or ERROR frame to the answer of one of our
+// calls, and completes the call when the answer is whole.
+func (c *Conn) answerFrame(h frameHeader, p []byte) error {
+	c.mu.Lock()
+	cl := c.pending[h.id]
+	c.mu.Unlock()
+	if cl == nil {
+		return protocolErrorf("%s for id %d, which has no request waiting", h.kind, h.id)
+	}
+	if cl.asmKind == 0 {
+		cl.asmKind = h.kind
+	} else if cl.asmKind != h.kind {
+		return protocolErrorf("%s frame continues a %s for id %d", h.kind, cl.asmKind, h.id)
+	}
+	done, err := cl.asm.add(h.kind, p, c.cfg.MaxMessageSize)
+	if err != nil || !done {
+		return err
+	}
+	body := cl.asm.buf
+	cl.asm = assembly{}
+
+	var callErr error
+	if h.kind == kindError {
+		rerr, err := parseErrorBody(body)
+		if err != nil {
+			return err
+		}
+		body, callErr = nil, rerr
+	}
+	c.mu.Lock()
+	mine := c.pending[h.id] == cl // false if the connection failed meanwhile
+	if mine {
+		delete(c.pending, h.id)
+	}
+	wanted := mine && !cl.abandoned
+	c.mu.Unlock()
+	if wanted {
+		cl.finish(body, callErr)
+	}
+	c.workDone()
+	return nil
+}
+
+// onCredit returns n notification credits the peer granted.
+func (c *Conn) onCredit(n uint32) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n == 0 || uint64(c.notifyLimit)+uint64(n) > c.peer.NotifyWindow {
+		return protocolErrorf("CREDIT of %d would exceed the notify window of %d", n, c.peer.NotifyWindow)
+	}
+	if c.err == nil {
+		c.notifyLimit += int(n)
+		close(c.creditWait)
+		c.creditWait = make(chan struct{})
+	}
+	return nil
+}
+
+// assembly collects the frames of one message. The first frame starts with
+// the body's 4-byte length, which is checked against the limit before
+// anything is allocated; the buffer then grows only as bytes arrive.
+type assembly struct {
+	buf   []byte // nil until the first frame
+	total int
+}
+
+// firstAlloc caps the first allocation for a long message, so a peer that
+// announces a large message and sends little costs little.
+const firstAlloc = 1 << 20
+
+// add appends a frame's payload. It reports whether the message is whole.
+func (a *assembly) add(kind frameKind, p []byte, limit int) (bool, error) {
+	if a.buf == nil {
+		if len(p) < bodyLenSize {
+			return false, protocolErrorf("first %s frame of %d bytes is too short for the length", kind, len(p))
+		}
+		total := binary.BigEndian.Uint32(p)
+		switch {
+		case total == 0:
+			return false, protocolErrorf("%s with an empty body", kind)
+		case uint64(total) > uint64(limit):
+			return false, &ProtocolError{
+				Reason: kind.String() + " longer than this side's limit",
+				Err:    &MessageTooLargeError{Size: int(total), Limit: limit},
+			}
+		}
+		a.total = int(total)
+		a.buf = make([]byte, 0, min(a.total, firstAlloc))
+		p = p[bodyLenSize:]
+	}
+	if len(a.buf)+len(p) > a.total {
+		return false, protocolErrorf("%s frames carry more than the %d bytes announced", kind, a.total)
+	}
+	a.buf = append(a.buf, p...)
+	return len(a.buf) == a.total, nil
+}

@@ -1,0 +1,308 @@
+package bokbok
+
+import (
+	"context"
+	"sync"
+)
+
+// The send side: every goroutine that sends (callers, handlers replying, the
+// reader answering pings) puts its frames on the connection's sendQueue; one
+// writer goroutine (writeLoop) takes them off and writes them. Control
+// frames go first. Messages are cut into frames of at most 64 KiB taken
+// round-robin, one frame per message per turn, so a small message never
+// waits behind more than one frame of each large message ahead of it.
+// Frames taken together are written together and flushed once: concurrent
+// small calls share system calls.
+
+// outMsg is one message waiting to be written.
+type outMsg struct {
+	kind  frameKind
+	flags uint8
+	id    uint32
+	data  []byte // 4-byte length + body; never changed once queued
+
+	// guarded by sendQueue.mu
+	off    int // bytes of data already taken for frames
+	credit int // bytes of the queue's budget this message still holds
+}
+
+// sendQueue is the queue between senders and the writer.
+type sendQueue struct {
+	limit int           // SendQueueBytes; read-only
+	wake  chan struct{} // capacity 1: a token means "there may be work"
+
+	mu      sync.Mutex    // guards the fields below
+	err     error         // set once the connection closes; queue refuses work
+	ctrl    []byte        // encoded control frames, written before any data
+	msgs    []*outMsg     // messages with frames left, in round-robin order
+	rr      int           // index in msgs of the message whose turn is next
+	queued  int           // budget held by msgs (sum of their credit)
+	space   chan struct{} // closed when budget is released or the queue closes
+	waiters int           // goroutines waiting on space
+	writing bool          // the writer holds frames it has not flushed yet
+	flushed chan struct{} // non-nil while waitIdle waits; closed when all is written
+}
+
+func newSendQueue(limit int) *sendQueue {
+	return &sendQueue{limit: limit, wake: make(chan struct{}, 1), space: make(chan struct{})}
+}
+
+func (q *sendQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pushCtrl queues a control frame (no payload). It never blocks, so the
+// reader can answer pings and refuse requests without waiting on writes.
+func (q *sendQueue) pushCtrl(kind frameKind, id uint32) {
+	q.mu.Lock()
+	if q.err == nil {
+		q.ctrl = appendFrameHeader(q.ctrl, kind, 0, 0, id)
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+// pushSmall queues a message that must not wait for budget (the reader's
+// own short replies, such as ERROR for a refused request).
+func (q *sendQueue) pushSmall(m *outMsg) {
+	q.mu.Lock()
+	if q.err == nil {
+		q.msgs = append(q.msgs, m)
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+// push queues m once the queue has room for it (a message larger than the
+// whole budget waits for an empty queue). It returns early with the queue's
+// error if the connection closes, or with ctx's error; nil ctx never ends.
+func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
+	need := min(len(m.data), q.limit)
+	q.mu.Lock()
+	for q.err == nil && q.queued+need > q.limit {
+		ch := q.space
+		q.waiters++
+		q.mu.Unlock()
+		var ctxDone <-chan struct{}
+		if ctx != nil {
+			ctxDone = ctx.Done()
+		}
+		select {
+		case <-ch:
+		case <-ctxDone:
+			q.mu.Lock()
+			q.waiters--
+			q.mu.Unlock()
+			return ctx.Err()
+		}
+		q.mu.Lock()
+		q.waiters--
+	}
+	if q.err != nil {
+		err := q.err
+		q.mu.Unlock()
+		return err
+	}
+	m.credit = need
+	q.queued += need
+	q.msgs = append(q.msgs, m)
+	q.mu.Unlock()
+	q.signal()
+	return nil
+}
+
+// release returns n bytes of budget. q.mu must be held.
+func (q *sendQueue) release(m *outMsg, n int) {
+	n = min(n, m.credit)
+	if n == 0 {
+		return
+	}
+	m.credit -= n
+	q.queued -= n
+	if q.waiters > 0 {
+		close(q.space)
+		q.space = make(chan struct{})
+	}
+}
+
+// withdraw takes m off the queue if it is still there (the caller gave up)
+// and reports whether any of its frames were already taken for writing, in
+// which case the peer has seen the message start.
+func (q *sendQueue) withdraw(m *outMsg) (started bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, x := range q.msgs {
+		if x == m {
+			q.removeAt(i)
+			break
+		}
+	}
+	return m.off > 0
+}
+
+// removeAt drops msgs[i], releasing its budget. q.mu must be held.
+func (q *sendQueue) removeAt(i int) {
+	q.release(q.msgs[i], q.msgs[i].credit)
+	copy(q.msgs[i:], q.msgs[i+1:])
+	q.msgs[len(q.msgs)-1] = nil // let the message's data go
+	q.msgs = q.msgs[:len(q.msgs)-1]
+	if i < q.rr {
+		q.rr--
+	}
+	if q.rr >= len(q.msgs) {
+		q.rr = 0
+	}
+}
+
+// dataFrame is one frame taken for writing: a header and a payload that
+// points into an outMsg's immutable data.
+type dataFrame struct {
+	hdr     [frameHeaderSize]byte
+	payload []byte
+}
+
+// batchBytes bounds how much one take hands to the writer, so control
+// frames queued meanwhile wait for at most this much data.
+const batchBytes = 256 << 10
+
+// take hands the writer the queued control frames (swapping in spare as the
+// new control buffer) and up to batchBytes of data frames, appended to
+// frames. It reports whether it took anything.
+func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dataFrame, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ctrl, q.ctrl = q.ctrl, spare[:0]
+	total := 0
+	for len(q.msgs) > 0 && total < batchBytes {
+		if q.rr >= len(q.msgs) {
+			q.rr = 0
+		}
+		m := q.msgs[q.rr]
+		n := min(len(m.data)-m.off, maxFramePayload)
+		f := dataFrame{payload: m.data[m.off : m.off+n]}
+		frameHeader{kind: m.kind, flags: m.flags, length: uint16(n), id: m.id}.put(f.hdr[:])
+		frames = append(frames, f)
+		m.off += n
+		total += n
+		q.release(m, n)
+		if m.off == len(m.data) {
+			q.removeAt(q.rr)
+		} else {
+			q.rr++
+		}
+	}
+	ok = len(ctrl) > 0 || len(frames) > 0
+	if ok {
+		q.writing = true
+	}
+	return ctrl, frames, ok
+}
+
+// wrote tells the queue the writer has flushed everything it took.
+func (q *sendQueue) wrote() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.ctrl) > 0 || len(q.msgs) > 0 {
+		return // more to write; the writer has a wake token for it
+	}
+	q.writing = false
+	if q.flushed != nil {
+		close(q.flushed)
+		q.flushed = nil
+	}
+}
+
+// waitIdle waits until everything queued so far has been written and
+// flushed, or done or ctx ends.
+func (q *sendQueue) waitIdle(ctx context.Context, done <-chan struct{}) error {
+	q.mu.Lock()
+	if !q.writing && len(q.ctrl) == 0 && len(q.msgs) == 0 {
+		q.mu.Unlock()
+		return nil
+	}
+	if q.flushed == nil {
+		q.flushed = make(chan struct{})
+	}
+	ch := q.flushed
+	q.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close makes the queue refuse new work and wakes every waiting sender.
+func (q *sendQueue) close(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return
+	}
+	q.err = err
+	q.msgs, q.ctrl = nil, nil
+	close(q.space)
+}
+
+// writeLoop is the connection's only writer. It runs until the connection
+// closes or a write fails (which closes the connection).
+func (c *Conn) writeLoop() {
+	defer c.loops.Done()
+	var (
+		spare  []byte
+		frames []dataFrame
+	)
+	for {
+		select {
+		case <-c.sendq.wake:
+		case <-c.ctx.Done():
+			return
+		}
+		wrote := false
+		for {
+			var ctrl []byte
+			var ok bool
+			ctrl, frames, ok = c.sendq.take(spare, frames[:0])
+			if !ok {
+				break
+			}
+			wrote = true
+			if err := c.writeFrames(ctrl, frames); err != nil {
+				c.fail(err)
+				return
+			}
+			clear(frames) // drop references to message data
+			spare = ctrl
+		}
+		if wrote {
+			if err := c.rec.Flush(); err != nil {
+				c.fail(err)
+				return
+			}
+			c.sendq.wrote()
+		}
+	}
+}
+
+func (c *Conn) writeFrames(ctrl []byte, frames []dataFrame) error {
+	if len(ctrl) > 0 {
+		if _, err := c.rec.Write(ctrl); err != nil {
+			return err
+		}
+	}
+	for i := range frames {
+		if _, err := c.rec.Write(frames[i].hdr[:]); err != nil {
+			return err
+		}
+		if _, err := c.rec.Write(frames[i].payload); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,284 @@
+package bokbok
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// Server accepts bokbok connections and serves them with its Config: the
+// Handler serves each client's requests (and, as on any connection, the
+// server may call the client back through the *Conn it is given in
+// OnOpen or in Request.Conn).
+//
+// The zero Server is ready to use; set fields before calling Serve and do
+// not change them afterwards.
+type Server struct {
+	// Config applies to every accepted connection. Its OnClose runs for
+	// every connection whose handshake succeeded.
+	Config
+
+	// OnOpen, if set, is called for each connection after its handshake
+	// and before any of the peer's requests is handled; it may make calls
+	// on the connection. Returning an error closes the connection with
+	// that error as the reason.
+	OnOpen func(c *Conn) error
+
+	mu        sync.Mutex // guards the fields below
+	cfg       *Config    // Config with defaults, from the first Serve
+	listeners map[net.Listener]struct{}
+	conns     map[*Conn]struct{} // connections, including those still in the handshake
+	active    int                // Serve loops and connections not yet finished
+	closed    bool
+	idle      chan struct{} // closed when closed and active reaches 0
+}
+
+// ListenAndServe listens on addr (see ParseAddr) and serves it. It returns
+// ErrServerClosed after Shutdown or Close, or the error that stopped it.
+func (s *Server) ListenAndServe(addr string) error {
+	ln, err := Listen(addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
+
+// Serve accepts connections on ln and serves each on its own goroutines
+// until Shutdown or Close, then returns ErrServerClosed. It closes ln when
+// it returns. Transient accept errors (such as running out of file
+// descriptors) are retried with a growing pause.
+func (s *Server) Serve(ln net.Listener) error {
+	cfg, err := s.begin(ln)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer s.end(ln)
+	var pause time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			cfg.Logger.Warn("bokbok: accept failed; retrying", "err", err, "pause", pause)
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
+		c := newConn(nc, cfg, "")
+		if !s.track(c) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go s.serveConn(c)
+	}
+}
+
+// ServeConn opens a bokbok connection over nc, already accepted by the
+// caller, as the server side, and returns it once its handshake is done
+// and OnOpen has accepted it. The connection is then the server's, like
+// those Serve accepts: Shutdown and Close reach it. ctx bounds the
+// handshake only.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn) (*Conn, error) {
+	cfg, err := s.config()
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c := newConn(nc, cfg, "")
+	if !s.track(c) {
+		nc.Close()
+		return nil, ErrServerClosed
+	}
+	if err := s.openConn(ctx, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *Server) serveConn(c *Conn) {
+	if err := s.openConn(context.Background(), c); err != nil {
+		c.log.Debug("bokbok: connection not opened", "remote", c.nc.RemoteAddr(), "err", err)
+	}
+}
+
+// openConn runs the handshake and OnOpen for a tracked connection.
+func (s *Server) openConn(ctx context.Context, c *Conn) error {
+	c.afterClose = func() { s.untrack(c) }
+	var accept func(*Conn) error
+	if s.OnOpen != nil {
+		accept = s.OnOpen
+	}
+	err := c.open(ctx, accept)
+	if err != nil && !c.started() {
+		s.untrack(c) // the closer never ran
+	}
+	return err
+}
+
+// Shutdown stops the server gracefully: it closes the listeners, then
+// shuts every connection down (see Conn.Shutdown), and returns when all
+// are closed. If ctx ends first, the remaining connections are closed at
+// once and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	conns := s.stop()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c.started() {
+				c.Shutdown(ctx)
+			} else {
+				c.nc.Close() // still in its handshake
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-s.idleChan():
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		return ctx.Err()
+	}
+}
+
+// Close stops the server at once: it closes the listeners and every
+// connection. It does not wait; use Wait for that.
+func (s *Server) Close() error {
+	for _, c := range s.stop() {
+		if c.started() {
+			c.fail(nil)
+		} else {
+			c.nc.Close()
+		}
+	}
+	return nil
+}
+
+// Wait blocks until the server has been shut down or closed and every
+// Serve loop and connection (including its OnClose) has finished.
+func (s *Server) Wait() {
+	<-s.idleChan()
+}
+
+// config returns the Config with defaults, computed once.
+func (s *Server) config() (*Config, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg == nil {
+		cfg, err := s.Config.withDefaults()
+		if err != nil {
+			return nil, err
+		}
+		s.cfg = cfg
+	}
+	return s.cfg, nil
+}
+
+func (s *Server) begin(ln net.Listener) (*Config, error) {
+	cfg, err := s.config()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+	}
+	s.listeners[ln] = struct{}{}
+	s.active++
+	return cfg, nil
+}
+
+func (s *Server) end(ln net.Listener) {
+	ln.Close()
+	s.mu.Lock()
+	delete(s.listeners, ln)
+	s.mu.Unlock()
+	s.done()
+}
+
+func (s *Server) track(c *Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[*Conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.active++
+	return true
+}
+
+func (s *Server) untrack(c *Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.done()
+}
+
+// done counts one Serve loop or connection as finished.
+func (s *Server) done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active--
+	if s.closed && s.active == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// stop marks the server closed, closes its listeners and returns its
+// connections.
+func (s *Server) stop() []*Conn {
+	s.mu.Lock()
+	s.closed = true
+	lns := make([]net.Listener, 0, len(s.listeners))
+	for ln := range s.listeners {
+		lns = append(lns, ln)
+	}
+	conns := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return conns
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// idleChan returns a channel closed once the server is closed and idle.
+func (s *Server) idleChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed && s.active == 0 {
+		ch := make(chan struct{})
+		close(ch)
+		return ch
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	return s.idle
+}
