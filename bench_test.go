@@ -1,0 +1,83 @@
+package bokbok
+
+import (
+	"context"
+	"testing"
+)
+
+// echoHandler replies with the request's message, undecoded.
+var echoHandler = HandlerFunc(func(ctx context.Context, r *Request) (any, error) {
+	var v []byte
+	if err := r.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+})
+
+// benchPair opens a connection over loopback TCP to a Server echoing back.
+func benchPair(b *testing.B) *Conn {
+	c, _ := tcpPair(b, nil, &Server{Config: Config{Handler: echoHandler}})
+	return c
+}
+
+func benchmarkRequest(b *testing.B, size int, parallel bool) {
+	c := benchPair(b)
+	ctx := context.Background()
+	msg := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	call := func() {
+		var out []byte
+		if err := c.Call(ctx, msg, &out); err != nil {
+			b.Fatal(err)
+		}
+		if len(out) != size {
+			b.Fatalf("echo of %d bytes came back as %d", size, len(out))
+		}
+	}
+	if !parallel {
+		for b.Loop() {
+			call()
+		}
+		return
+	}
+	b.SetParallelism(32) // 32 × GOMAXPROCS goroutines share the one connection
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			call()
+		}
+	})
+}
+
+// BenchmarkRequestSequential: one caller, 64-byte messages, over TCP.
+func BenchmarkRequestSequential(b *testing.B) { benchmarkRequest(b, 64, false) }
+
+// BenchmarkRequestParallel: many callers sharing one connection.
+func BenchmarkRequestParallel(b *testing.B) { benchmarkRequest(b, 64, true) }
+
+// BenchmarkRequestParallel1MiB: many callers, 1 MiB messages both ways.
+func BenchmarkRequestParallel1MiB(b *testing.B) { benchmarkRequest(b, 1<<20, true) }
+
+// BenchmarkNotify: one sender, 64-byte notifications.
+func BenchmarkNotify(b *testing.B) {
+	done := make(chan struct{}, 1)
+	var n int
+	c, _ := tcpPair(b, nil, &Server{Config: Config{Handler: HandlerFunc(func(ctx context.Context, r *Request) (any, error) {
+		n++
+		if n == b.N {
+			done <- struct{}{}
+		}
+		return nil, nil
+	})}})
+	ctx := context.Background()
+	msg := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := c.Notify(ctx, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+}

@@ -1,0 +1,80 @@
+package bokbok
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// childEnv, when set, makes the test binary act as a helper process (see
+// runChild) instead of running tests.
+const childEnv = "BOKBOK_TEST_CHILD"
+
+// runChild is the entry point of helper processes started by tests. It
+// returns the process exit code.
+func runChild() int { return 2 }
+
+// testCtx returns a context that ends with the test or after 30 seconds.
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// pipePair opens a bokbok connection over net.Pipe with the given configs
+// for the two ends and closes both at the end of the test.
+func pipePair(t testing.TB, a, b *Config) (*Conn, *Conn) {
+	t.Helper()
+	na, nb := net.Pipe()
+	return openPair(t, na, nb, a, b)
+}
+
+// tcpPair does the same over a real loopback TCP connection, the second end
+// served by a Server.
+func tcpPair(t testing.TB, client *Config, server *Server) (*Conn, *Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan *Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			accepted <- nil
+			return
+		}
+		c, err := server.ServeConn(context.Background(), nc)
+		if err != nil {
+			t.Errorf("ServeConn: %v", err)
+		}
+		accepted <- c
+	}()
+	c, err := Dial(testCtx(t), ln.Addr().String(), client)
+	require.NoError(t, err)
+	s := <-accepted
+	require.NotNil(t, s)
+	t.Cleanup(func() { c.Close(); server.Close(); server.Wait() })
+	return c, s
+}
+
+func openPair(t testing.TB, na, nb net.Conn, a, b *Config) (*Conn, *Conn) {
+	t.Helper()
+	type result struct {
+		c   *Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := NewConn(context.Background(), nb, b)
+		ch <- result{c, err}
+	}()
+	ca, err := NewConn(testCtx(t), na, a)
+	require.NoError(t, err)
+	r := <-ch
+	require.NoError(t, r.err)
+	t.Cleanup(func() { ca.Close(); r.c.Close() })
+	return ca, r.c
+}
