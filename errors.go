@@ -45,6 +45,10 @@ var (
 	// an insecure one. Neither side ever downgrades.
 	ErrMode = errors.New("bokbok: security mode mismatch")
 
+	// ErrHandshakeTimeout reports that the opening exchange did not finish
+	// within Config.HandshakeTimeout.
+	ErrHandshakeTimeout = errors.New("bokbok: handshake timed out")
+
 	// ErrServerClosed is returned by Server.Serve and Server.ListenAndServe
 	// after Server.Shutdown or Server.Close.
 	ErrServerClosed = errors.New("bokbok: server closed")

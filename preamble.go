@@ -51,10 +51,6 @@ func checkPreamble(p []byte, mode byte) error {
 	return nil
 }
 
-// ErrHandshakeTimeout reports that the opening exchange did not finish
-// within Config.HandshakeTimeout.
-var ErrHandshakeTimeout = errors.New("bokbok: handshake timed out")
-
 // handshake sends our preamble and SETTINGS and reads the peer's, within
 // the handshake timeout and ctx. Writing happens on a short-lived goroutine
 // so that two peers writing at once over an unbuffered pipe cannot block
