@@ -2,6 +2,7 @@ package bokbok
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -56,7 +57,9 @@ func (r *Response) Raw() []byte { return r.raw }
 // request, so the handler's context has it too. If the connection closes
 // first, the error matches ErrClosed. Requests are at-most-once: a request
 // that failed may or may not have run on the peer, except that one refused
-// with ErrShutdown, ErrMessageTooLarge or ErrBusy never ran.
+// with ErrShutdown, ErrMessageTooLarge or ErrBusy (and not matching
+// ErrClosed, which may wrap those as the reason a connection closed) never
+// ran.
 //
 // A request made with a context that descends from a handler's context is
 // marked nested; see Config.MaxConcurrentHandlers.
@@ -101,11 +104,14 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 	select {
 	case <-cl.done:
 		if cl.err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err() // our own deadline or cancellation came first
+			}
 			return nil, cl.err
 		}
 		return &Response{raw: cl.body}, nil
 	case <-ctx.Done():
-		c.abandon(cl)
+		c.abandon(cl, timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded))
 		return nil, ctx.Err()
 	}
 }
@@ -179,8 +185,8 @@ func (c *Conn) refuseNewLocked() error {
 	switch {
 	case c.err != nil:
 		return c.err
-	case c.goAwaySent || c.goAwayRecv:
-		return ErrShutdown
+	case c.goAwayRecv:
+		return ErrShutdown // the send queue refuses too, once our GOAWAY is queued
 	}
 	return nil
 }
@@ -207,11 +213,13 @@ func (c *Conn) forget(cl *call) {
 }
 
 // abandon handles a caller that stopped waiting. A request not yet started
-// on the wire is withdrawn and its id freed. Otherwise the peer is sent a
-// CANCEL; the id stays reserved until the peer's answer (which the protocol
-// guarantees) arrives and is dropped.
-func (c *Conn) abandon(cl *call) {
-	started := c.sendq.withdraw(cl.out)
+// on the wire is withdrawn and its id freed. Otherwise the id stays
+// reserved until the peer's answer (which the protocol guarantees) arrives
+// and is dropped, and the peer is sent a CANCEL, unless expired says the
+// caller's deadline passed and the whole request went out with it: the
+// handler's context then ends by itself, with context.DeadlineExceeded.
+func (c *Conn) abandon(cl *call, expired bool) {
+	started, whole := c.sendq.withdraw(cl.out)
 	c.mu.Lock()
 	live := c.pending[cl.id] == cl
 	if live {
@@ -222,7 +230,7 @@ func (c *Conn) abandon(cl *call) {
 		}
 	}
 	c.mu.Unlock()
-	if live && started {
+	if live && started && !(expired && whole) {
 		c.sendq.pushCtrl(kindCancel, cl.id)
 	}
 	c.workDone()

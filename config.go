@@ -54,7 +54,8 @@ type Config struct {
 
 	// MaxQueuedRequests limits how many requests wait for a handler slot.
 	// A request arriving when the queue is full is refused with CodeBusy
-	// without running. Default DefaultMaxQueuedRequests.
+	// without running. Default DefaultMaxQueuedRequests; negative means no
+	// queue (refuse at once when all handler slots are busy).
 	MaxQueuedRequests int
 
 	// NotifyWindow is how many notifications the peer may send ahead of
@@ -97,16 +98,16 @@ func (c *Config) withDefaults() (*Config, error) {
 		name string
 		v    *int
 		def  int
-		min  int
+		min  int // -1: negative values are allowed and kept
 	}{
-		{"MaxMessageSize", &out.MaxMessageSize, DefaultMaxMessageSize, 1},
-		{"MaxConcurrentHandlers", &out.MaxConcurrentHandlers, DefaultMaxConcurrentHandlers, 1},
-		{"MaxQueuedRequests", &out.MaxQueuedRequests, DefaultMaxQueuedRequests, 0},
-		{"NotifyWindow", &out.NotifyWindow, DefaultNotifyWindow, 1},
-		{"SendQueueBytes", &out.SendQueueBytes, DefaultSendQueueBytes, 1},
+		{"MaxMessageSize", &out.MaxMessageSize, DefaultMaxMessageSize, 0},
+		{"MaxConcurrentHandlers", &out.MaxConcurrentHandlers, DefaultMaxConcurrentHandlers, 0},
+		{"MaxQueuedRequests", &out.MaxQueuedRequests, DefaultMaxQueuedRequests, -1},
+		{"NotifyWindow", &out.NotifyWindow, DefaultNotifyWindow, 0},
+		{"SendQueueBytes", &out.SendQueueBytes, DefaultSendQueueBytes, 0},
 	}
 	for _, f := range ints {
-		if *f.v < 0 {
+		if *f.v < 0 && f.min >= 0 {
 			return nil, fmt.Errorf("bokbok: Config.%s is %d, want >= 0 (0 means the default, %d)", f.name, *f.v, f.def)
 		}
 		if *f.v == 0 {

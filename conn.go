@@ -53,7 +53,6 @@ type Conn struct {
 	nextID      uint32
 	pings       map[uint32]chan error // Ping waiters by PING id
 	pingSeq     uint32
-	goAwaySent  bool          // we promised to send no new requests
 	goAwayRecv  bool          // the peer promised to send no new requests
 	drained     chan struct{} // non-nil during Shutdown: signalled when work finishes
 	notifyLimit int           // notifications we may still send before the peer credits more
@@ -199,12 +198,8 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	if c.drained == nil {
 		c.drained = make(chan struct{}, 1)
 	}
-	sent := c.goAwaySent
-	c.goAwaySent = true
 	c.mu.Unlock()
-	if !sent {
-		c.sendq.pushCtrl(kindGoAway, 0)
-	}
+	c.sendq.pushGoAway()
 	err := c.drain(ctx)
 	if err == nil {
 		err = c.sendq.waitIdle(ctx, c.done)
@@ -242,10 +237,13 @@ func (c *Conn) drain(ctx context.Context) error {
 	return nil
 }
 
-// isDrained reports whether a graceful shutdown may close the connection.
+// isDrained reports whether a graceful shutdown may close the connection:
+// the peer has promised to send nothing new, every request has been
+// answered both ways, and every notification has been handled both ways
+// (ours: the peer has credited them all back).
 func (c *Conn) isDrained() bool {
 	c.mu.Lock()
-	ok := c.goAwayRecv && len(c.pending) == 0
+	ok := c.goAwayRecv && len(c.pending) == 0 && c.notifyLimit == int(c.peer.NotifyWindow)
 	c.mu.Unlock()
 	return ok && c.in.idle()
 }
@@ -268,12 +266,8 @@ func (c *Conn) workDone() {
 func (c *Conn) onGoAway() {
 	c.mu.Lock()
 	c.goAwayRecv = true
-	sent := c.goAwaySent
-	c.goAwaySent = true
 	c.mu.Unlock()
-	if !sent {
-		c.sendq.pushCtrl(kindGoAway, 0) // our promise in return
-	}
+	c.sendq.pushGoAway() // our promise in return, unless we made it already
 	c.workDone()
 }
 

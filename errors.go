@@ -1,6 +1,7 @@
 package bokbok
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -57,20 +58,26 @@ var (
 // Error codes with a meaning to bokbok itself. Codes are strings on the wire;
 // applications may use any code that does not start with "bokbok.".
 const (
-	CodeBusy      = "bokbok.busy"       // refused at the handler limit, never run
-	CodePanic     = "bokbok.panic"      // the handler panicked
-	CodeCanceled  = "bokbok.canceled"   // cancelled by the caller before it ran
-	CodeTooLarge  = "bokbok.too_large"  // the reply exceeded the caller's message limit
-	CodeNoHandler = "bokbok.no_handler" // the peer has no Handler for requests
+	CodeBusy      = "bokbok.busy"              // refused at the handler limit, never run
+	CodePanic     = "bokbok.panic"             // the handler panicked
+	CodeCanceled  = "bokbok.canceled"          // cancelled before it ran, or the handler returned context.Canceled
+	CodeDeadline  = "bokbok.deadline_exceeded" // the handler returned context.DeadlineExceeded
+	CodeTooLarge  = "bokbok.too_large"         // the reply exceeded the caller's message limit
+	CodeNoHandler = "bokbok.no_handler"        // the peer has no Handler for requests
 )
 
 // RemoteError is an error that happened on the peer: its handler returned an
 // error or panicked, or the peer refused the request. Use errors.As to get
-// it; errors.Is matches ErrBusy and ErrMessageTooLarge by code.
+// it; errors.Is matches ErrBusy, ErrMessageTooLarge, context.Canceled and
+// context.DeadlineExceeded by code.
 //
 // A handler may return a *RemoteError (or an error wrapping one) to choose
-// the code the caller sees; any other error is sent with an empty code and
-// its Error() text as the message.
+// the code the caller sees. A handler error matching context.Canceled or
+// context.DeadlineExceeded is sent with CodeCanceled or CodeDeadline, so
+// that errors.Is(err, context.DeadlineExceeded) holds on the caller
+// whichever arrives first, its own deadline or the handler's answer. Any
+// other error is sent with an empty code and its Error() text as the
+// message.
 type RemoteError struct {
 	Code    string // optional machine-readable code; "" if none
 	Message string // human-readable text
@@ -91,6 +98,10 @@ func (e *RemoteError) Is(target error) bool {
 		return e.Code == CodeBusy
 	case ErrMessageTooLarge:
 		return e.Code == CodeTooLarge
+	case context.Canceled:
+		return e.Code == CodeCanceled
+	case context.DeadlineExceeded:
+		return e.Code == CodeDeadline
 	}
 	return false
 }

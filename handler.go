@@ -98,8 +98,13 @@ func errorMsg(id uint32, err error) *outMsg {
 		message = re.Message
 	}
 	var re *RemoteError
-	if errors.As(err, &re) {
+	switch {
+	case errors.As(err, &re):
 		code = re.Code // a wrapped remote error keeps its code
+	case errors.Is(err, context.DeadlineExceeded):
+		code = CodeDeadline
+	case errors.Is(err, context.Canceled):
+		code = CodeCanceled
 	}
 	return &outMsg{kind: kindError, id: id, data: encodeErrorBody(code, message)}
 }

@@ -161,7 +161,7 @@ func (in *inbound) run(m *inMsg) {
 		in.mu.Lock()
 		delete(in.live, m.id)
 		m = nil
-		if len(in.queue) > 0 {
+		if len(in.queue) > 0 && in.running <= c.cfg.MaxConcurrentHandlers { // an overdraft slot of a nested request is given back instead
 			m = in.queue[0]
 			in.queue[0] = nil
 			in.queue = in.queue[1:]

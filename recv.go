@@ -125,6 +125,12 @@ func (c *Conn) onCredit(n uint32) error {
 		close(c.creditWait)
 		c.creditWait = make(chan struct{})
 	}
+	if c.drained != nil {
+		select { // wake a Shutdown waiting for its notifications to be handled
+		case c.drained <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
 

@@ -39,6 +39,7 @@ type sendQueue struct {
 	queued  int           // budget held by msgs (sum of their credit)
 	space   chan struct{} // closed when budget is released or the queue closes
 	waiters int           // goroutines waiting on space
+	goAway  bool          // GOAWAY is queued: new requests and notifications are refused
 	writing bool          // the writer holds frames it has not flushed yet
 	flushed chan struct{} // non-nil while waitIdle waits; closed when all is written
 }
@@ -79,10 +80,13 @@ func (q *sendQueue) pushSmall(m *outMsg) {
 // push queues m once the queue has room for it (a message larger than the
 // whole budget waits for an empty queue). It returns early with the queue's
 // error if the connection closes, or with ctx's error; nil ctx never ends.
+// Once GOAWAY is queued, new requests and notifications are refused with
+// ErrShutdown: deciding that here, under the queue's lock, puts every
+// request and notification either before GOAWAY on the wire or nowhere.
 func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 	need := min(len(m.data), q.limit)
 	q.mu.Lock()
-	for q.err == nil && q.queued+need > q.limit {
+	for q.err == nil && !q.refusesLocked(m) && q.queued+need > q.limit {
 		ch := q.space
 		q.waiters++
 		q.mu.Unlock()
@@ -106,12 +110,35 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 		q.mu.Unlock()
 		return err
 	}
+	if q.refusesLocked(m) {
+		q.mu.Unlock()
+		return ErrShutdown
+	}
 	m.credit = need
 	q.queued += need
 	q.msgs = append(q.msgs, m)
 	q.mu.Unlock()
 	q.signal()
 	return nil
+}
+
+func (q *sendQueue) refusesLocked(m *outMsg) bool {
+	return q.goAway && (m.kind == kindRequest || m.kind == kindNotify)
+}
+
+// pushGoAway queues GOAWAY behind the messages already queued (so their
+// first frames precede it) and refuses new requests and notifications
+// from then on. It reports false if GOAWAY was already queued.
+func (q *sendQueue) pushGoAway() bool {
+	q.mu.Lock()
+	first := !q.goAway && q.err == nil
+	if first {
+		q.goAway = true
+		q.msgs = append(q.msgs, &outMsg{kind: kindGoAway})
+	}
+	q.mu.Unlock()
+	q.signal()
+	return first
 }
 
 // release returns n bytes of budget. q.mu must be held.
@@ -130,8 +157,8 @@ func (q *sendQueue) release(m *outMsg, n int) {
 
 // withdraw takes m off the queue if it is still there (the caller gave up)
 // and reports whether any of its frames were already taken for writing, in
-// which case the peer has seen the message start.
-func (q *sendQueue) withdraw(m *outMsg) (started bool) {
+// which case the peer has seen the message start, and whether all were.
+func (q *sendQueue) withdraw(m *outMsg) (started, whole bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for i, x := range q.msgs {
@@ -140,7 +167,7 @@ func (q *sendQueue) withdraw(m *outMsg) (started bool) {
 			break
 		}
 	}
-	return m.off > 0
+	return m.off > 0, m.off == len(m.data)
 }
 
 // removeAt drops msgs[i], releasing its budget. q.mu must be held.
@@ -158,7 +185,8 @@ func (q *sendQueue) removeAt(i int) {
 }
 
 // dataFrame is one frame taken for writing: a header and a payload that
-// points into an outMsg's immutable data.
+// points into an outMsg's immutable data. An outMsg without data (GOAWAY)
+// gives one frame with no payload, written in its turn.
 type dataFrame struct {
 	hdr     [frameHeaderSize]byte
 	payload []byte
@@ -269,6 +297,7 @@ func (c *Conn) writeLoop() {
 			var ctrl []byte
 			var ok bool
 			ctrl, frames, ok = c.sendq.take(spare, frames[:0])
+			spare = ctrl // the queue gets it back at the next take, after it is written
 			if !ok {
 				break
 			}
@@ -278,7 +307,6 @@ func (c *Conn) writeLoop() {
 				return
 			}
 			clear(frames) // drop references to message data
-			spare = ctrl
 		}
 		if wrote {
 			if err := c.rec.Flush(); err != nil {
