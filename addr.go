@@ -82,9 +82,14 @@ func ParseAddr(s string) (Addr, error) {
 }
 
 func checkHostPort(hp string) error {
-	_, port, err := net.SplitHostPort(hp)
+	host, port, err := net.SplitHostPort(hp)
 	if err != nil {
 		return fmt.Errorf("want host:port (%v)", err)
+	}
+	if i := strings.IndexFunc(host, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".-_:%", r))
+	}); i >= 0 {
+		return fmt.Errorf("host %q has %q, which no host name or IP address has", host, host[i:i+1])
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)

@@ -133,7 +133,14 @@ func readMsgpackUint(b []byte) (uint64, int, error) {
 // decodeValue decodes exactly one msgpack value from raw into out. Maps and
 // numbers decoded into interface values become map[string]any, int64,
 // uint64 and float64.
+//
+// raw comes from the peer, so it is checked first (checkMsgpack): the
+// decoder never sees input that would make it allocate more than the
+// message's size suggests or recurse without bound.
 func decodeValue(raw []byte, out any) error {
+	if err := checkMsgpack(raw); err != nil {
+		return fmt.Errorf("bokbok: decoding message: %w", err)
+	}
 	r := bytes.NewReader(raw)
 	dec := msgpack.GetDecoder()
 	dec.Reset(r)

@@ -82,6 +82,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		epoch:      time.Now(),
 	}
 	c.fr.r = c.br
+	c.sendq.overflow = c.fail
 	c.in.init(c)
 	return c
 }

@@ -2,7 +2,9 @@ package bokbok
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -14,8 +16,16 @@ import (
 const childEnv = "BOKBOK_TEST_CHILD"
 
 // runChild is the entry point of helper processes started by tests. It
-// returns the process exit code.
-func runChild() int { return 2 }
+// returns the process exit code. The modes are in process_test.go.
+func runChild() int {
+	mode := os.Getenv(childEnv)
+	run := childModes[mode]
+	if run == nil {
+		fmt.Fprintf(os.Stderr, "unknown %s mode %q\n", childEnv, mode)
+		return 64
+	}
+	return run()
+}
 
 // testCtx returns a context that ends with the test or after 30 seconds.
 func testCtx(t testing.TB) context.Context {

@@ -185,6 +185,7 @@ func (in *inbound) cancel(id uint32) {
 			delete(in.asm, id)
 			in.mu.Unlock()
 			in.refuseCanceled(id)
+			in.c.workDone()
 			return
 		}
 		in.mu.Unlock()
@@ -221,6 +222,7 @@ func (in *inbound) notifier() {
 		if len(in.notes) == 0 || !in.notes[0].complete || c.ctx.Err() != nil {
 			in.notifying = false
 			in.mu.Unlock()
+			c.workDone() // idle only now
 			return
 		}
 		m := in.notes[0]

@@ -20,6 +20,10 @@ const (
 	modeSecure      = 1
 )
 
+// mismatchGrace is how long a side that rejected the peer's opening still
+// tries to send its own preamble.
+const mismatchGrace = time.Second
+
 var preambleMagic = [6]byte{'b', 'o', 'k', 'b', 'o', 'k'}
 
 func appendPreamble(b []byte, mode byte) []byte {
@@ -74,6 +78,11 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 		if err == nil {
 			err = nc.SetDeadline(time.Time{})
 		}
+		var perr *ProtocolError
+		if err != nil && !errors.As(err, &perr) && !errors.Is(err, ErrVersion) && !errors.Is(err, ErrMode) &&
+			!errors.Is(err, ErrHandshakeTimeout) && err != ctx.Err() {
+			err = fmt.Errorf("bokbok: handshake: %w", err) // a network error: say where it happened
+		}
 	}()
 
 	mine := settings{
@@ -92,7 +101,11 @@ func (c *Conn) handshake(ctx context.Context) (err error) {
 	}()
 	rerr := c.readOpening()
 	if rerr != nil {
-		nc.SetDeadline(time.Unix(1, 0)) // unblock the write
+		// Give our preamble a moment to go out, so the peer can report the
+		// mismatch too, but no longer than the handshake had left.
+		if grace := time.Now().Add(mismatchGrace); grace.Before(deadline) {
+			nc.SetWriteDeadline(grace)
+		}
 	}
 	werr := <-wrote
 	if rerr != nil {

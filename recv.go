@@ -136,15 +136,14 @@ func (c *Conn) onCredit(n uint32) error {
 
 // assembly collects the frames of one message. The first frame starts with
 // the body's 4-byte length, which is checked against the limit before
-// anything is allocated; the buffer then grows only as bytes arrive.
+// anything is allocated. The buffer holds at most twice the bytes that
+// have arrived (and never more than the length), so a peer that announces
+// large messages and sends little pins little; a message that arrives in
+// one frame costs exactly one allocation of its size.
 type assembly struct {
 	buf   []byte // nil until the first frame
 	total int
 }
-
-// firstAlloc caps the first allocation for a long message, so a peer that
-// announces a large message and sends little costs little.
-const firstAlloc = 1 << 20
 
 // add appends a frame's payload. It reports whether the message is whole.
 func (a *assembly) add(kind frameKind, p []byte, limit int) (bool, error) {
@@ -163,11 +162,17 @@ func (a *assembly) add(kind frameKind, p []byte, limit int) (bool, error) {
 			}
 		}
 		a.total = int(total)
-		a.buf = make([]byte, 0, min(a.total, firstAlloc))
 		p = p[bodyLenSize:]
+		a.buf = make([]byte, 0, min(a.total, max(len(p), 1)))
 	}
-	if len(a.buf)+len(p) > a.total {
+	n := len(a.buf) + len(p)
+	if n > a.total {
 		return false, protocolErrorf("%s frames carry more than the %d bytes announced", kind, a.total)
+	}
+	if n > cap(a.buf) {
+		grown := make([]byte, len(a.buf), min(a.total, max(2*cap(a.buf), n)))
+		copy(grown, a.buf)
+		a.buf = grown
 	}
 	a.buf = append(a.buf, p...)
 	return len(a.buf) == a.total, nil

@@ -2,6 +2,7 @@ package bokbok
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -20,6 +21,7 @@ type outMsg struct {
 	flags uint8
 	id    uint32
 	data  []byte // 4-byte length + body; never changed once queued
+	small bool   // queued by pushSmall, outside the budget
 
 	// guarded by sendQueue.mu
 	off    int // bytes of data already taken for frames
@@ -28,8 +30,9 @@ type outMsg struct {
 
 // sendQueue is the queue between senders and the writer.
 type sendQueue struct {
-	limit int           // SendQueueBytes; read-only
-	wake  chan struct{} // capacity 1: a token means "there may be work"
+	limit    int           // SendQueueBytes; read-only
+	wake     chan struct{} // capacity 1: a token means "there may be work"
+	overflow func(error)   // called (without q.mu) when unbudgeted bytes pile up; read-only
 
 	mu      sync.Mutex    // guards the fields below
 	err     error         // set once the connection closes; queue refuses work
@@ -37,6 +40,7 @@ type sendQueue struct {
 	msgs    []*outMsg     // messages with frames left, in round-robin order
 	rr      int           // index in msgs of the message whose turn is next
 	queued  int           // budget held by msgs (sum of their credit)
+	extra   int           // bytes queued outside the budget: control frames and pushSmall
 	space   chan struct{} // closed when budget is released or the queue closes
 	waiters int           // goroutines waiting on space
 	goAway  bool          // GOAWAY is queued: new requests and notifications are refused
@@ -55,15 +59,21 @@ func (q *sendQueue) signal() {
 	}
 }
 
+// maxExtra bounds the bytes of control frames and small replies queued
+// outside the budget. They are queued by the reader in answer to the peer
+// (PONG, refusals), so only a peer that sends but does not read can fill
+// this much: the connection then fails rather than grow without bound.
+const maxExtra = 1 << 20
+
 // pushCtrl queues a control frame (no payload). It never blocks, so the
 // reader can answer pings and refuse requests without waiting on writes.
 func (q *sendQueue) pushCtrl(kind frameKind, id uint32) {
 	q.mu.Lock()
 	if q.err == nil {
 		q.ctrl = appendFrameHeader(q.ctrl, kind, 0, 0, id)
+		q.extra += frameHeaderSize
 	}
-	q.mu.Unlock()
-	q.signal()
+	q.unlockAndWake()
 }
 
 // pushSmall queues a message that must not wait for budget (the reader's
@@ -71,10 +81,23 @@ func (q *sendQueue) pushCtrl(kind frameKind, id uint32) {
 func (q *sendQueue) pushSmall(m *outMsg) {
 	q.mu.Lock()
 	if q.err == nil {
+		m.small = true
 		q.msgs = append(q.msgs, m)
+		q.extra += len(m.data)
 	}
+	q.unlockAndWake()
+}
+
+// unlockAndWake releases q.mu, wakes the writer, and reports an overflow
+// of unbudgeted bytes.
+func (q *sendQueue) unlockAndWake() {
+	over := q.err == nil && q.extra > maxExtra
+	n := q.extra
 	q.mu.Unlock()
 	q.signal()
+	if over && q.overflow != nil {
+		q.overflow(fmt.Errorf("bokbok: peer is not reading: %d bytes of control frames and refusals are waiting to be written", n))
+	}
 }
 
 // push queues m once the queue has room for it (a message larger than the
@@ -203,6 +226,7 @@ func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dat
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	ctrl, q.ctrl = q.ctrl, spare[:0]
+	q.extra -= len(ctrl)
 	total := 0
 	for len(q.msgs) > 0 && total < batchBytes {
 		if q.rr >= len(q.msgs) {
@@ -217,6 +241,9 @@ func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dat
 		total += n
 		q.release(m, n)
 		if m.off == len(m.data) {
+			if m.small {
+				q.extra -= len(m.data)
+			}
 			q.removeAt(q.rr)
 		} else {
 			q.rr++

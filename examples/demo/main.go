@@ -1,0 +1,522 @@
+// Command demo runs a bokbok server and a bokbok client in one process,
+// over a real loopback TCP socket, and prints a transcript of what passes
+// between them: calls both ways, a callback made while a request is being
+// served, concurrent calls answered out of order, a notification, remote
+// errors and a recovered panic, a cancelled call, messages that are too
+// large, and a graceful shutdown.
+//
+//	go run ./examples/demo
+//
+// It exits 0 if everything happened as expected and 1 otherwise.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bokbok-go/bokbok"
+)
+
+// Msg is the message both sides send: a method name and its arguments.
+// Any value MessagePack can encode would do; a small struct keeps the
+// transcript readable.
+type Msg struct {
+	Method string `msgpack:"method"`
+	Args   []any  `msgpack:"args,omitempty"`
+}
+
+func (m Msg) String() string { return fmt.Sprintf("%s %v", m.Method, m.Args) }
+
+func main() {
+	// The demo takes milliseconds; if something hangs, fail loudly.
+	watchdog := time.AfterFunc(20*time.Second, func() {
+		fmt.Fprintln(os.Stderr, "demo: timed out")
+		os.Exit(1)
+	})
+	defer watchdog.Stop()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo: UNEXPECTED:", err)
+		os.Exit(1)
+	}
+	fmt.Println("== all done")
+}
+
+// demo holds what the two sides share. Both run in this process, so the
+// handlers report to the transcript through channels, which keeps the
+// transcript in a fixed order.
+type demo struct {
+	mu sync.Mutex // serializes output
+
+	serverConn chan *bokbok.Conn // the server's side of the connection, from OnOpen
+	closed     chan error        // the server's OnClose reason
+	notes      chan Msg          // notifications the server handled
+
+	stepsArrived sync.WaitGroup   // the three concurrent "step" calls
+	gate         [4]chan struct{} // gate[k] opens the reply to "step k"
+	slowStarted  chan bool        // "slow" started; whether its context has a deadline
+	slowEnded    chan error       // why the context of "slow" ended
+	finishStart  chan struct{}    // "finish" started
+	finishGo     chan struct{}    // lets "finish" return
+	served       chan error       // what Server.Serve returned
+}
+
+func (d *demo) say(format string, args ...any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fmt.Printf(format+"\n", args...)
+}
+
+// show formats a reply: strings quoted, anything else as fmt prints it.
+func show(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(v)
+}
+
+// describe formats an error the way the transcript shows it.
+func describe(err error) string {
+	var re *bokbok.RemoteError
+	if errors.As(err, &re) {
+		return fmt.Sprintf("remote error: code %q, message %q", re.Code, re.Message)
+	}
+	return "error: " + err.Error()
+}
+
+// call makes one call, printing it and its answer.
+func (d *demo) call(ctx context.Context, c *bokbok.Conn, from, to, indent string, m Msg) (any, error) {
+	d.say("%s%s -> %s: %s", indent, from, to, m)
+	var reply any
+	if err := c.Call(ctx, m, &reply); err != nil {
+		d.say("%s%s -> %s: %s", indent, to, from, describe(err))
+		return nil, err
+	}
+	d.say("%s%s -> %s: %s", indent, to, from, show(reply))
+	return reply, nil
+}
+
+// expect checks a reply.
+func expect(got, want any) error {
+	if show(got) != show(want) {
+		return fmt.Errorf("got %s, want %s", show(got), show(want))
+	}
+	return nil
+}
+
+// expectRemote checks that err is a *RemoteError with the given code.
+func expectRemote(err error, code string) error {
+	var re *bokbok.RemoteError
+	if !errors.As(err, &re) || re.Code != code {
+		return fmt.Errorf("got %v, want a remote error with code %q", err, code)
+	}
+	return nil
+}
+
+// wait receives from ch, or fails after a while.
+func wait[T any](ch <-chan T, what string) (T, error) {
+	select {
+	case v := <-ch:
+		return v, nil
+	case <-time.After(5 * time.Second):
+		var zero T
+		return zero, fmt.Errorf("timed out waiting for %s", what)
+	}
+}
+
+func ints(args []any) ([]int64, error) {
+	out := make([]int64, len(args))
+	for i, a := range args {
+		switch n := a.(type) {
+		case int64:
+			out[i] = n
+		case uint64:
+			out[i] = int64(n)
+		default:
+			return nil, bokbok.Errorf("bad_args", "argument %d is %T, want an integer", i+1, a)
+		}
+	}
+	return out, nil
+}
+
+func str(args []any, i int) (string, error) {
+	if i < len(args) {
+		if s, ok := args[i].(string); ok {
+			return s, nil
+		}
+	}
+	return "", bokbok.Errorf("bad_args", "argument %d should be a string", i+1)
+}
+
+// common serves the methods both sides offer.
+// ok is false for other methods.
+func common(m Msg) (reply any, ok bool, err error) {
+	switch m.Method {
+	case "add":
+		nums, err := ints(m.Args)
+		if err != nil {
+			return nil, true, err
+		}
+		var sum int64
+		for _, n := range nums {
+			sum += n
+		}
+		return sum, true, nil
+	case "upper":
+		s, err := str(m.Args, 0)
+		return strings.ToUpper(s), true, err
+	}
+	return nil, false, nil
+}
+
+// serveServer is the server's Handler.
+func (d *demo) serveServer(ctx context.Context, req *bokbok.Request) (any, error) {
+	var m Msg
+	if err := req.Decode(&m); err != nil {
+		return nil, bokbok.Errorf("bad_request", "want {method, args}: %v", err)
+	}
+	if req.IsNotification() {
+		d.notes <- m
+		return nil, nil
+	}
+	if reply, ok, err := common(m); ok {
+		return reply, err
+	}
+	switch m.Method {
+	case "greet":
+		// A callback: while serving the client's request, ask the client.
+		name, err := d.call(ctx, req.Conn(), "server", "client", "    ", Msg{Method: "name"})
+		if err != nil {
+			return nil, err
+		}
+		return fmt.Sprintf("Hello, %v!", name), nil
+	case "step":
+		nums, err := ints(m.Args)
+		if err != nil || len(nums) != 1 || nums[0] < 1 || nums[0] > 3 {
+			return nil, bokbok.Errorf("bad_args", "step takes 1, 2 or 3")
+		}
+		k := nums[0]
+		d.stepsArrived.Done()
+		d.stepsArrived.Wait() // all three are running at once
+		select {
+		case <-d.gate[k]:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return fmt.Sprintf("step %d done", k), nil
+	case "divide":
+		nums, err := ints(m.Args)
+		if err != nil || len(nums) != 2 {
+			return nil, bokbok.Errorf("bad_args", "divide takes two integers")
+		}
+		if nums[1] == 0 {
+			return nil, bokbok.Errorf("division_by_zero", "cannot divide %d by zero", nums[0])
+		}
+		return nums[0] / nums[1], nil
+	case "explode":
+		panic("boom")
+	case "slow":
+		_, hasDeadline := ctx.Deadline()
+		d.slowStarted <- hasDeadline
+		<-ctx.Done()
+		d.slowEnded <- ctx.Err()
+		return nil, ctx.Err()
+	case "repeat":
+		s, err := str(m.Args, 0)
+		if err != nil {
+			return nil, err
+		}
+		n, err := ints(m.Args[1:])
+		if err != nil || len(n) != 1 {
+			return nil, bokbok.Errorf("bad_args", "repeat takes a string and a count")
+		}
+		return strings.Repeat(s, int(n[0])), nil
+	case "finish":
+		close(d.finishStart)
+		<-d.finishGo
+		return "finished", nil
+	case "noop":
+		return nil, nil
+	}
+	return nil, bokbok.Errorf("no_such_method", "no method %q", m.Method)
+}
+
+// serveClient is the client's Handler: the server calls it back.
+func serveClient(ctx context.Context, req *bokbok.Request) (any, error) {
+	var m Msg
+	if err := req.Decode(&m); err != nil {
+		return nil, err
+	}
+	if reply, ok, err := common(m); ok {
+		return reply, err
+	}
+	if m.Method == "name" {
+		return "demo-client", nil
+	}
+	return nil, bokbok.Errorf("no_such_method", "no method %q", m.Method)
+}
+
+func run() error {
+	ctx := context.Background()
+	d := &demo{
+		serverConn:  make(chan *bokbok.Conn, 1),
+		closed:      make(chan error, 1),
+		notes:       make(chan Msg, 1),
+		slowStarted: make(chan bool, 1),
+		slowEnded:   make(chan error, 1),
+		finishStart: make(chan struct{}),
+		finishGo:    make(chan struct{}),
+		served:      make(chan error, 1),
+	}
+	for k := range d.gate {
+		d.gate[k] = make(chan struct{})
+	}
+
+	say := d.say
+	say("== dial")
+	srv := &bokbok.Server{
+		Config: bokbok.Config{
+			Handler:        bokbok.HandlerFunc(d.serveServer),
+			OnClose:        func(c *bokbok.Conn, reason error) { d.closed <- reason },
+			MaxMessageSize: 1024, // the server accepts messages of up to 1 KiB
+		},
+		OnOpen: func(c *bokbok.Conn) error {
+			d.serverConn <- c
+			return nil
+		},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go func() { d.served <- srv.Serve(ln) }()
+	defer srv.Close() // in case of an early return
+	say("server: listening on %s", ln.Addr())
+
+	client, err := bokbok.Dial(ctx, ln.Addr().String(), &bokbok.Config{
+		Handler:        bokbok.HandlerFunc(serveClient),
+		MaxMessageSize: 64 << 10, // the client accepts messages of up to 64 KiB
+	})
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	say("client: connected to %s", client.RemoteAddr())
+	server, err := wait(d.serverConn, "the server's OnOpen")
+	if err != nil {
+		return err
+	}
+	say("server: accepted a connection from %s", server.RemoteAddr())
+
+	say("== a call each way")
+	reply, err := d.call(ctx, client, "client", "server", "", Msg{"add", []any{2, 3}})
+	if err != nil {
+		return err
+	}
+	if err := expect(reply, 5); err != nil {
+		return err
+	}
+	reply, err = d.call(ctx, server, "server", "client", "", Msg{"upper", []any{"hello from the server"}})
+	if err != nil {
+		return err
+	}
+	if err := expect(reply, "HELLO FROM THE SERVER"); err != nil {
+		return err
+	}
+
+	say("== a callback while a request is being served")
+	reply, err = d.call(ctx, client, "client", "server", "", Msg{Method: "greet"})
+	if err != nil {
+		return err
+	}
+	if err := expect(reply, "Hello, demo-client!"); err != nil {
+		return err
+	}
+
+	say("== concurrent calls, answered out of order")
+	// The server holds each reply until the one before it in reverse
+	// order has reached the client, so the order shown is always 3, 2, 1.
+	close(d.gate[3])
+	d.stepsArrived.Add(3)
+	say("client -> server: step [1], step [2] and step [3], at once from three goroutines")
+	var (
+		wg    sync.WaitGroup
+		omu   sync.Mutex
+		order []int
+		errs  = make(chan error, 3)
+	)
+	for k := 1; k <= 3; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var r string
+			err := client.Call(ctx, Msg{"step", []any{k}}, &r)
+			if err != nil {
+				errs <- err
+			} else {
+				say("server -> client: %q", r)
+			}
+			omu.Lock()
+			order = append(order, k)
+			omu.Unlock()
+			if k > 1 {
+				close(d.gate[k-1])
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	if fmt.Sprint(order) != "[3 2 1]" {
+		return fmt.Errorf("steps finished in order %v, want [3 2 1]", order)
+	}
+
+	say("== a notification (no reply)")
+	note := Msg{"log", []any{"the client says hi"}}
+	say("client -> server (notification): %s", note)
+	if err := client.Notify(ctx, note); err != nil {
+		return err
+	}
+	got, err := wait(d.notes, "the notification")
+	if err != nil {
+		return err
+	}
+	say("server: handled notification %s", got)
+	if got.String() != note.String() {
+		return fmt.Errorf("notification %s arrived as %s", note, got)
+	}
+
+	say("== a remote error")
+	_, err = d.call(ctx, client, "client", "server", "", Msg{"divide", []any{1, 0}})
+	if err := expectRemote(err, "division_by_zero"); err != nil {
+		return err
+	}
+
+	say("== a handler panic, recovered and returned as a remote error")
+	_, err = d.call(ctx, client, "client", "server", "", Msg{Method: "explode"})
+	if err := expectRemote(err, bokbok.CodePanic); err != nil {
+		return err
+	}
+	// The connection is still fine.
+	if _, err := d.call(ctx, client, "client", "server", "", Msg{"add", []any{40, 2}}); err != nil {
+		return err
+	}
+
+	say("== cancelling a call reaches the remote handler")
+	slowCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	slowErr := make(chan error, 1)
+	say("client -> server: slow [] (with a 30s deadline)")
+	go func() { slowErr <- client.Call(slowCtx, Msg{Method: "slow"}, nil) }()
+	hasDeadline, err := wait(d.slowStarted, `"slow" to start`)
+	if err != nil {
+		return err
+	}
+	say("server: slow is running; its context carries the caller's deadline: %v", hasDeadline)
+	if !hasDeadline {
+		return errors.New("the handler's context has no deadline")
+	}
+	say("client: cancelling the call")
+	cancel()
+	err, werr := wait(slowErr, "the cancelled call to return")
+	if werr != nil {
+		return werr
+	}
+	say("client: the call returned: %v", err)
+	if !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("cancelled call returned %v", err)
+	}
+	herr, werr := wait(d.slowEnded, "the handler to see the cancellation")
+	if werr != nil {
+		return werr
+	}
+	say("server: the handler's context ended: %v", herr)
+	if !errors.Is(herr, context.Canceled) {
+		return fmt.Errorf("the handler's context ended with %v", herr)
+	}
+
+	say("== messages that are too large")
+	say("client -> server: upper [%d bytes] (the server accepts at most 1024)", 2000)
+	err = client.Call(ctx, Msg{"upper", []any{strings.Repeat("x", 2000)}}, nil)
+	say("client: refused before sending: %v", err)
+	var tooLarge *bokbok.MessageTooLargeError
+	if !errors.As(err, &tooLarge) {
+		return fmt.Errorf("oversized call returned %v", err)
+	}
+	say("(the client accepts at most 64 KiB, so the server will not send it a larger reply)")
+	_, err = d.call(ctx, client, "client", "server", "", Msg{"repeat", []any{"ab", 50000}})
+	if err := expectRemote(err, bokbok.CodeTooLarge); err != nil {
+		return err
+	}
+	if !errors.Is(err, bokbok.ErrMessageTooLarge) {
+		return fmt.Errorf("%v does not match ErrMessageTooLarge", err)
+	}
+
+	say("== graceful shutdown")
+	finished := make(chan error, 1)
+	var finishReply string
+	say("client -> server: finish [] (still running when the server shuts down)")
+	go func() { finished <- client.Call(ctx, Msg{Method: "finish"}, &finishReply) }()
+	if _, err := wait(d.finishStart, `"finish" to start`); err != nil {
+		return err
+	}
+	say("server: Shutdown: no new requests; waiting for the one in flight")
+	shutdownCtx, cancelShutdown := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelShutdown()
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- srv.Shutdown(shutdownCtx) }()
+	// Once the client has heard of the shutdown, new calls fail at once
+	// without being sent. Until then they are still served.
+	for {
+		err := client.Call(ctx, Msg{Method: "noop"}, nil)
+		if errors.Is(err, bokbok.ErrShutdown) {
+			say("client: a new call is refused: %v", err)
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("call during shutdown: %v", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(d.finishGo)
+	if err, werr := wait(finished, `"finish" to return`); werr != nil {
+		return werr
+	} else if err != nil {
+		return fmt.Errorf("the call in flight failed: %v", err)
+	}
+	say("server -> client: %q (the call in flight completed)", finishReply)
+	if _, err := wait(client.Done(), "the client's connection to close"); err != nil {
+		return err
+	}
+	say("client: connection closed: %v", client.Err())
+	if !errors.Is(client.Err(), bokbok.ErrClosed) || !errors.Is(client.Err(), bokbok.ErrShutdown) {
+		return fmt.Errorf("the client's connection closed with %v", client.Err())
+	}
+	if err, werr := wait(shutdown, "Server.Shutdown"); werr != nil {
+		return werr
+	} else if err != nil {
+		return fmt.Errorf("Server.Shutdown: %v", err)
+	}
+	reason, err := wait(d.closed, "the server's OnClose")
+	if err != nil {
+		return err
+	}
+	say("server: OnClose: %v", reason)
+	serveErr, err := wait(d.served, "Serve to return")
+	if err != nil {
+		return err
+	}
+	say("server: stopped; Serve returned: %v", serveErr)
+	if !errors.Is(serveErr, bokbok.ErrServerClosed) {
+		return fmt.Errorf("Serve returned %v", serveErr)
+	}
+	return nil
+}
