@@ -935,23 +935,10 @@ func robFeedConn(t *testing.T, stream []byte) {
 	na, nb := net.Pipe()
 	rp := startRobPeer(nb)
 	defer rp.close()
-	type result struct {
-		c   *Conn
-		err error
+	c, err := robNewConn(na, nb, cfg, robSettings)
+	if err != nil {
+		t.Fatalf("NewConn: %v", err)
 	}
-	opened := make(chan result, 1)
-	go func() {
-		c, err := NewConn(context.Background(), na, cfg)
-		opened <- result{c, err}
-	}()
-	if _, err := nb.Write(robOpening(robSettings)); err != nil {
-		t.Fatalf("writing the opening: %v", err)
-	}
-	r := <-opened
-	if r.err != nil {
-		t.Fatalf("NewConn: %v", r.err)
-	}
-	c := r.c
 	defer c.Close()
 
 	callErr := make(chan error, 1)

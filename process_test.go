@@ -117,28 +117,15 @@ func childDeepErrorBody() int {
 	na, nb := net.Pipe()
 	rp := startRobPeer(nb)
 	defer rp.close()
-	type result struct {
-		c   *Conn
-		err error
-	}
-	opened := make(chan result, 1)
-	go func() {
-		c, err := NewConn(context.Background(), na, &Config{KeepaliveInterval: -1})
-		opened <- result{c, err}
-	}()
-	if _, err := nb.Write(robOpening(robSettings)); err != nil {
-		fmt.Fprintln(os.Stderr, "opening:", err)
+	c, err := robNewConn(na, nb, &Config{KeepaliveInterval: -1}, robSettings)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "NewConn:", err)
 		return 1
 	}
-	r := <-opened
-	if r.err != nil {
-		fmt.Fprintln(os.Stderr, "NewConn:", r.err)
-		return 1
-	}
-	defer r.c.Close()
+	defer c.Close()
 	callErr := make(chan error, 1)
 	go func() {
-		_, err := r.c.Request(context.Background(), "anything")
+		_, err := c.Request(context.Background(), "anything")
 		callErr <- err
 	}()
 	var req robFrame

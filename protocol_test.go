@@ -208,20 +208,9 @@ func robOpen(t testing.TB, cfg *Config, peer settings) *robConn {
 	}
 	na, nb := net.Pipe()
 	rc.rp = startRobPeer(nb)
-	type result struct {
-		c   *Conn
-		err error
-	}
-	opened := make(chan result, 1)
-	go func() {
-		conn, err := NewConn(context.Background(), na, &c)
-		opened <- result{conn, err}
-	}()
-	_, werr := nb.Write(robOpening(peer))
-	r := <-opened
-	require.NoError(t, werr)
-	require.NoError(t, r.err)
-	rc.Conn = r.c
+	conn, err := robNewConn(na, nb, &c, peer)
+	require.NoError(t, err)
+	rc.Conn = conn
 	t.Cleanup(func() {
 		rc.Close()
 		rc.rp.close()
@@ -243,9 +232,30 @@ func robOpen(t testing.TB, cfg *Config, peer settings) *robConn {
 	require.Zero(t, f.id)
 	got, err := parseSettings(f.payload)
 	require.NoError(t, err)
-	require.Equal(t, uint64(r.c.cfg.MaxMessageSize), got.MaxMessageSize)
-	require.Equal(t, uint64(r.c.cfg.NotifyWindow), got.NotifyWindow)
+	require.Equal(t, uint64(conn.cfg.MaxMessageSize), got.MaxMessageSize)
+	require.Equal(t, uint64(conn.cfg.NotifyWindow), got.NotifyWindow)
 	return rc
+}
+
+// robNewConn opens a Conn with cfg on na while a raw peer, whose own reader
+// must already be running on nb, writes its opening announcing peer.
+func robNewConn(na, nb net.Conn, cfg *Config, peer settings) (*Conn, error) {
+	type result struct {
+		c   *Conn
+		err error
+	}
+	opened := make(chan result, 1)
+	go func() {
+		c, err := NewConn(context.Background(), na, cfg)
+		opened <- result{c, err}
+	}()
+	_, werr := nb.Write(robOpening(peer))
+	r := <-opened
+	if r.err == nil && werr != nil {
+		r.c.Close()
+		r.err = werr
+	}
+	return r.c, r.err
 }
 
 // robWaitClosed waits (5 s at most) for the connection to close on its
