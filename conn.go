@@ -42,10 +42,11 @@ type Conn struct {
 	loops  sync.WaitGroup
 	work   sync.WaitGroup // handler and notifier goroutines
 
-	running  atomic.Bool  // set once start has run
-	lastRecv atomic.Int64 // monotonic nanoseconds (since epoch) of the last inbound frame
-	epoch    time.Time
-	ready    chan struct{} // closed when handlers may run (after the server's OnOpen)
+	running    atomic.Bool  // set once start has run
+	lastRecv   atomic.Int64 // monotonic nanoseconds (since epoch) of the last inbound frame
+	epoch      time.Time
+	ready      chan struct{} // closed when handlers may run (after the server's OnOpen)
+	afterClose func()        // set before start; run by the closer last (the server's bookkeeping)
 
 	mu          sync.Mutex // guards the fields below
 	err         error      // why the connection closed; nil while open
@@ -58,7 +59,6 @@ type Conn struct {
 	notifyLimit int           // notifications we may still send before the peer credits more
 	creditWait  chan struct{} // closed when credit arrives
 	ka          *time.Timer   // keepalive timer; nil if disabled
-	afterClose  func()        // run by the closer last (the server's bookkeeping)
 
 	in inbound // the peer's requests and notifications; has its own lock
 }
