@@ -44,7 +44,7 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 		return nil, err
 	}
 	c := newConn(nc, full, "")
-	if err := c.open(ctx, nil); err != nil {
+	if err := c.open(ctx, opening{}, nil); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -61,7 +61,7 @@ func NewConn(ctx context.Context, nc net.Conn, cfg *Config) (*Conn, error) {
 		return nil, err
 	}
 	c := newConn(nc, full, "")
-	if err := c.open(ctx, nil); err != nil {
+	if err := c.open(ctx, opening{}, nil); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -71,8 +71,12 @@ func NewConn(ctx context.Context, nc net.Conn, cfg *Config) (*Conn, error) {
 // nil, runs after the connection starts and before any handler may run
 // (so it may make calls itself); an error from it closes the connection.
 // On a failed handshake the network connection is closed.
-func (c *Conn) open(ctx context.Context, accept func(*Conn) error) error {
-	if err := c.handshake(ctx); err != nil {
+func (c *Conn) open(ctx context.Context, op opening, accept func(*Conn) error) error {
+	err := c.handshake(ctx, op)
+	if op.afterHandshake != nil {
+		op.afterHandshake()
+	}
+	if err != nil {
 		c.nc.Close()
 		return err
 	}

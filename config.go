@@ -13,7 +13,7 @@ const (
 	DefaultMaxQueuedRequests     = 4096
 	DefaultNotifyWindow          = 256
 	DefaultSendQueueBytes        = 4 << 20 // 4 MiB
-	DefaultHandshakeTimeout      = 10 * time.Second
+	DefaultHandshakeTimeout      = 5 * time.Second
 	DefaultKeepaliveInterval     = 30 * time.Second
 	DefaultKeepaliveTimeout      = 15 * time.Second
 )
@@ -23,6 +23,24 @@ const (
 // means all defaults. A Config may be shared by many connections and must
 // not be changed while any of them uses it.
 type Config struct {
+	// Key, if set, makes the dialling side of a connection open it in
+	// secure mode: it authenticates as User with this pre-shared key, the
+	// server proves it knows the key too, and everything after the
+	// handshake is encrypted (PROTOCOL.md, "Secure mode"). A client with a
+	// Key never falls back to an insecure connection. Servers take keys
+	// from Server.UserKey instead.
+	Key *Key
+
+	// User is the user name a secure client authenticates as: 1 to 255
+	// bytes. It travels in clear in the handshake.
+	User string
+
+	// Realm names the server, as both sides know it (for example its host
+	// name or service name); at most 255 bytes. It is bound into the secure
+	// handshake, so both sides must agree on it, and a key that two peers
+	// use in both directions cannot be turned against either of them.
+	Realm string
+
 	// Handler serves the requests and notifications the peer sends. If nil,
 	// the peer's requests fail with a *RemoteError of code CodeNoHandler and
 	// its notifications are dropped (and logged at debug level).
@@ -119,6 +137,12 @@ func (c *Config) withDefaults() (*Config, error) {
 	}
 	if out.NotifyWindow > maxNotifyWindow {
 		return nil, fmt.Errorf("bokbok: Config.NotifyWindow is %d, want at most %d", out.NotifyWindow, maxNotifyWindow)
+	}
+	if out.Key != nil && (len(out.User) == 0 || len(out.User) > 255) {
+		return nil, fmt.Errorf("bokbok: Config.User is %d bytes, want 1 to 255 for a secure connection", len(out.User))
+	}
+	if len(out.Realm) > 255 {
+		return nil, fmt.Errorf("bokbok: Config.Realm is %d bytes, want at most 255", len(out.Realm))
 	}
 	if out.HandshakeTimeout < 0 {
 		return nil, fmt.Errorf("bokbok: Config.HandshakeTimeout is %v, want >= 0", out.HandshakeTimeout)

@@ -31,7 +31,9 @@ type Conn struct {
 	peer  settings // the peer's SETTINGS; read-only after the handshake
 	br    *bufio.Reader
 	fr    frameReader
-	rec   *bufio.Writer // used by the writer goroutine only
+	rec   frameSink     // where the writer goroutine writes frames: a bufio.Writer or the record writer
+	rw    *recordWriter // secure mode: the record writer (also rec)
+	rr    *recordReader // secure mode: the record reader (also fr.r)
 	sendq *sendQueue
 
 	// ctx is cancelled when the connection starts closing; handler
@@ -61,6 +63,12 @@ type Conn struct {
 	ka          *time.Timer   // keepalive timer; nil if disabled
 
 	in inbound // the peer's requests and notifications; has its own lock
+}
+
+// frameSink is what the writer goroutine writes frames to.
+type frameSink interface {
+	io.Writer
+	Flush() error
 }
 
 func newConn(nc net.Conn, cfg *Config, user string) *Conn {
@@ -155,6 +163,11 @@ func (c *Conn) fail(cause error) {
 
 	c.cancel()
 	c.sendq.close(c.err)
+	if cause == nil && c.rw != nil && c.started() {
+		// A local Close of a secure connection: tell the peer it is a
+		// close, not a cut, if the writer is not in the middle of a write.
+		c.rw.close(time.Now().Add(closeRecordTimeout))
+	}
 	c.nc.Close() // unblocks the reader and the writer
 	for _, cl := range pending {
 		cl.finish(nil, c.err)
@@ -166,11 +179,19 @@ func (c *Conn) fail(cause error) {
 	c.log.Log(context.Background(), level, "bokbok: connection closing", "remote", c.nc.RemoteAddr(), "reason", c.err)
 }
 
+// closeRecordTimeout bounds the write of the CLOSE record when a secure
+// connection is closed at once.
+const closeRecordTimeout = 100 * time.Millisecond
+
 // closer runs on the reader goroutine after it stops: it waits for the
 // writer, marks the connection done, then waits for handlers and runs
 // OnClose.
 func (c *Conn) closer() {
 	c.loops.Wait()
+	if c.rw != nil { // the reader and writer are done with the keys
+		c.rw.wipe()
+		c.rr.wipe()
+	}
 	close(c.done)
 	c.work.Wait()
 	if c.cfg.OnClose != nil {
@@ -207,6 +228,12 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	}
 	if err == nil {
 		c.sendq.close(closedError(ErrShutdown))
+		if c.rw != nil {
+			d, _ := ctx.Deadline() // zero if none
+			err = c.rw.close(d)
+		}
+	}
+	if err == nil {
 		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			select {
 			case <-c.done: // the peer saw our end and closed its own

@@ -1,11 +1,9 @@
 package bokbok
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 )
 
@@ -55,84 +53,14 @@ func checkPreamble(p []byte, mode byte) error {
 	return nil
 }
 
-// handshake sends our preamble and SETTINGS and reads the peer's, within
-// the handshake timeout and ctx. Writing happens on a short-lived goroutine
-// so that two peers writing at once over an unbuffered pipe cannot block
-// each other; handshake waits for it before returning.
-func (c *Conn) handshake(ctx context.Context) (err error) {
-	nc := c.nc
-	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	if err := nc.SetDeadline(deadline); err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	defer func() {
-		if !stop() || ctx.Err() != nil {
-			err = ctx.Err() // cancellation, not the deadline we forced, is the reason
-		} else if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = fmt.Errorf("%w after %v", ErrHandshakeTimeout, c.cfg.HandshakeTimeout)
-		}
-		if err == nil {
-			err = nc.SetDeadline(time.Time{})
-		}
-		var perr *ProtocolError
-		if err != nil && !errors.As(err, &perr) && !errors.Is(err, ErrVersion) && !errors.Is(err, ErrMode) &&
-			!errors.Is(err, ErrHandshakeTimeout) && err != ctx.Err() {
-			err = fmt.Errorf("bokbok: handshake: %w", err) // a network error: say where it happened
-		}
-	}()
-
-	mine := settings{
-		MaxMessageSize:        uint64(c.cfg.MaxMessageSize),
-		NotifyWindow:          uint64(c.cfg.NotifyWindow),
-		MaxConcurrentHandlers: uint64(c.cfg.MaxConcurrentHandlers),
-	}
-	p := mine.encode()
-	out := appendPreamble(nil, modeInsecure)
-	out = appendFrameHeader(out, kindSettings, 0, len(p), 0)
-	out = append(out, p...)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := nc.Write(out)
-		wrote <- err
-	}()
-	rerr := c.readOpening()
-	if rerr != nil {
-		// Give our preamble a moment to go out, so the peer can report the
-		// mismatch too, but no longer than the handshake had left.
-		if grace := time.Now().Add(mismatchGrace); grace.Before(deadline) {
-			nc.SetWriteDeadline(grace)
-		}
-	}
-	werr := <-wrote
-	if rerr != nil {
-		return rerr
-	}
-	return werr
-}
-
-// readOpening reads and checks the peer's preamble and SETTINGS.
-func (c *Conn) readOpening() error {
+// readPreamble reads the peer's preamble and checks it against our mode.
+func readPreamble(r io.Reader, mode byte) error {
 	var pre [preambleSize]byte
-	if _, err := io.ReadFull(c.br, pre[:]); err != nil {
+	if _, err := io.ReadFull(r, pre[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return &ProtocolError{Reason: "truncated preamble", Err: err}
 		}
 		return fmt.Errorf("bokbok: reading preamble: %w", err)
 	}
-	if err := checkPreamble(pre[:], modeInsecure); err != nil {
-		return err
-	}
-	h, p, err := c.fr.next()
-	if err != nil {
-		return err
-	}
-	if h.kind != kindSettings {
-		return protocolErrorf("first frame is %s, want SETTINGS", h.kind)
-	}
-	c.peer, err = parseSettings(p)
-	return err
+	return checkPreamble(pre[:], mode)
 }

@@ -1,12 +1,17 @@
 package bokbok
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
 )
+
+// DefaultMaxHandshakes is the default of Server.MaxHandshakes.
+const DefaultMaxHandshakes = 64
 
 // Server accepts bokbok connections and serves them with its Config: the
 // Handler serves each client's requests (and, as on any connection, the
@@ -26,13 +31,32 @@ type Server struct {
 	// that error as the reason.
 	OnOpen func(c *Conn) error
 
-	mu        sync.Mutex // guards the fields below
-	cfg       *Config    // Config with defaults, from the first Serve
-	listeners map[net.Listener]struct{}
-	conns     map[*Conn]struct{} // connections, including those still in the handshake
-	active    int                // Serve loops and connections not yet finished
-	closed    bool
-	idle      chan struct{} // closed when closed and active reaches 0
+	// UserKey, if set, makes the server secure: it accepts only secure
+	// clients, and looks up the key of the user each one claims to be.
+	// It returns false for an unknown user; that client is refused exactly
+	// as one with a wrong key is (same error, same bytes on the wire, same
+	// work), so clients cannot tell which user names exist, except through
+	// any difference in how long UserKey itself takes. UserKey may be
+	// called from many goroutines at once. Nil means an insecure server,
+	// which refuses secure clients.
+	UserKey func(user string) (key Key, ok bool)
+
+	// MaxHandshakes limits how many connections may be in their opening
+	// handshake at once; further connections wait for a slot within their
+	// own handshake timeout, and are closed when it passes. Together with
+	// Config.HandshakeTimeout this keeps slow or silent clients from tying
+	// up the server. Default DefaultMaxHandshakes.
+	MaxHandshakes int
+
+	mu         sync.Mutex    // guards the fields below
+	cfg        *Config       // Config with defaults, from the first Serve
+	handshakes chan struct{} // a token per handshake under way
+	secret     Key           // keys the dummy keys of unknown users; random per Server
+	listeners  map[net.Listener]struct{}
+	conns      map[*Conn]struct{} // connections, including those still in the handshake
+	active     int                // Serve loops and connections not yet finished
+	closed     bool
+	idle       chan struct{} // closed when closed and active reaches 0
 }
 
 // ListenAndServe listens on addr (see ParseAddr) and serves it. It returns
@@ -109,18 +133,44 @@ func (s *Server) serveConn(c *Conn) {
 	}
 }
 
-// openConn runs the handshake and OnOpen for a tracked connection.
+// openConn runs the handshake and OnOpen for a tracked connection, once
+// a handshake slot is free.
 func (s *Server) openConn(ctx context.Context, c *Conn) error {
 	c.afterClose = func() { s.untrack(c) }
-	var accept func(*Conn) error
-	if s.OnOpen != nil {
-		accept = s.OnOpen
+	err := s.acquireHandshake(ctx, c)
+	if err == nil {
+		op := opening{server: true, userKey: s.UserKey, secret: &s.secret, afterHandshake: func() { <-s.handshakes }}
+		var accept func(*Conn) error
+		if s.OnOpen != nil {
+			accept = s.OnOpen
+		}
+		err = c.open(ctx, op, accept)
 	}
-	err := c.open(ctx, accept)
 	if err != nil && !c.started() {
+		c.nc.Close()
 		s.untrack(c) // the closer never ran
 	}
 	return err
+}
+
+// acquireHandshake waits for a handshake slot, within the connection's
+// handshake timeout and ctx.
+func (s *Server) acquireHandshake(ctx context.Context, c *Conn) error {
+	select {
+	case s.handshakes <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(c.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case s.handshakes <- struct{}{}:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%w: no handshake slot free within %v (Server.MaxHandshakes)", ErrHandshakeTimeout, c.cfg.HandshakeTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, then
@@ -179,6 +229,13 @@ func (s *Server) config() (*Config, error) {
 		if err != nil {
 			return nil, err
 		}
+		if s.MaxHandshakes < 0 {
+			return nil, fmt.Errorf("bokbok: Server.MaxHandshakes is %d, want >= 0 (0 means the default, %d)", s.MaxHandshakes, DefaultMaxHandshakes)
+		}
+		if s.secret, err = GenerateKey(); err != nil {
+			return nil, err
+		}
+		s.handshakes = make(chan struct{}, cmp.Or(s.MaxHandshakes, DefaultMaxHandshakes))
 		s.cfg = cfg
 	}
 	return s.cfg, nil

@@ -1,0 +1,338 @@
+package bokbok
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/crypto/blake2b"
+)
+
+// The opening of a connection (PROTOCOL.md, "Preamble", "Settings" and
+// "Secure handshake"): both sides send their preamble at once; in insecure
+// mode each then sends SETTINGS; in secure mode the client sends Noise
+// message 1, the server answers with message 2 (or a refusal), and from
+// then on every byte travels in records, starting with each side's
+// SETTINGS. The client's first record is the key confirmation: the server
+// counts the client as authenticated only once it has opened it.
+
+// ErrAuth reports a failed authentication in secure mode: an unknown user
+// or a wrong key (the two look the same from outside, by design), or a
+// server that could not prove it knows the key.
+var ErrAuth = errors.New("bokbok: authentication failed")
+
+// opening says how a connection opens.
+type opening struct {
+	server    bool
+	userKey   func(user string) (Key, bool) // server: the keys of users; nil = insecure
+	secret    *Key                          // server, secure: keys the dummy keys of unknown users
+	ephemeral *[32]byte                     // tests: a fixed ephemeral private key
+
+	afterHandshake func() // if set, called when the handshake has ended, however it ended
+}
+
+func (c *Conn) secure(op opening) bool {
+	if op.server {
+		return op.userKey != nil
+	}
+	return c.cfg.Key != nil
+}
+
+// Handshake messages are a 2-byte length and a body; a length of 0 is the
+// server's refusal. Bodies stay well under this bound.
+const maxHandshakeMsg = 512
+
+// handshakePayload is the plaintext of both Noise payloads: one flags byte,
+// no flags defined yet.
+var handshakePayload = []byte{0}
+
+// handshake runs the opening within the handshake timeout and ctx.
+// Writes go through a short-lived goroutine (asyncWriter), so two peers
+// that write at once over an unbuffered pipe cannot block each other;
+// handshake waits for it before returning.
+func (c *Conn) handshake(ctx context.Context, op opening) (err error) {
+	nc := c.nc
+	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := nc.SetDeadline(deadline); err != nil {
+		return fmt.Errorf("bokbok: handshake: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() || ctx.Err() != nil {
+			err = ctx.Err() // cancellation, not the deadline we forced, is the reason
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("%w after %v", ErrHandshakeTimeout, c.cfg.HandshakeTimeout)
+		}
+		if err == nil {
+			err = nc.SetDeadline(time.Time{})
+		}
+		if err != nil && !isBokbokError(err) && err != ctx.Err() {
+			err = fmt.Errorf("bokbok: handshake: %w", err) // a network error: say where it happened
+		}
+	}()
+
+	aw := startAsyncWriter(nc)
+	if c.secure(op) {
+		if op.server {
+			err = c.openSecureServer(aw, op)
+		} else {
+			err = c.openSecureClient(aw, op)
+		}
+	} else {
+		err = c.openInsecure(aw)
+	}
+	if err != nil {
+		// Give what we wrote (our preamble, a refusal) a moment to go out,
+		// so the peer can report the failure too, but no longer than the
+		// handshake had left.
+		if grace := time.Now().Add(mismatchGrace); grace.Before(deadline) {
+			nc.SetWriteDeadline(grace)
+		}
+	}
+	if werr := aw.finish(); err == nil {
+		err = werr
+	}
+	if err == nil && c.rw != nil {
+		c.rw.w = nc // from now on the writer goroutine writes records directly
+	}
+	return err
+}
+
+// isBokbokError reports whether err already says what went wrong in
+// bokbok's words.
+func isBokbokError(err error) bool {
+	var perr *ProtocolError
+	return errors.As(err, &perr) || errors.Is(err, ErrVersion) || errors.Is(err, ErrMode) ||
+		errors.Is(err, ErrHandshakeTimeout) || errors.Is(err, ErrAuth) || errors.Is(err, ErrTruncated)
+}
+
+// settingsFrame encodes our SETTINGS frame.
+func (c *Conn) settingsFrame() []byte {
+	p := settings{
+		MaxMessageSize:        uint64(c.cfg.MaxMessageSize),
+		NotifyWindow:          uint64(c.cfg.NotifyWindow),
+		MaxConcurrentHandlers: uint64(c.cfg.MaxConcurrentHandlers),
+	}.encode()
+	return append(appendFrameHeader(nil, kindSettings, 0, len(p), 0), p...)
+}
+
+// readSettings reads the peer's first frame, which must be SETTINGS.
+func (c *Conn) readSettings() error {
+	h, p, err := c.fr.next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return &ProtocolError{Reason: "stream ended before SETTINGS", Err: io.ErrUnexpectedEOF}
+		}
+		return err
+	}
+	if h.kind != kindSettings {
+		return protocolErrorf("first frame is %s, want SETTINGS", h.kind)
+	}
+	c.peer, err = parseSettings(p)
+	return err
+}
+
+func (c *Conn) openInsecure(aw *asyncWriter) error {
+	aw.Write(append(appendPreamble(nil, modeInsecure), c.settingsFrame()...))
+	if err := readPreamble(c.br, modeInsecure); err != nil {
+		return err
+	}
+	return c.readSettings()
+}
+
+// securePrologue binds the preamble, the realm and the user name into the
+// handshake: both sides must agree on all of them.
+func securePrologue(realm, user string) []byte {
+	p := appendPreamble(nil, modeSecure)
+	p = append(p, byte(len(realm)))
+	p = append(p, realm...)
+	p = append(p, byte(len(user)))
+	return append(p, user...)
+}
+
+// startRecords switches the connection's frame stream to records.
+func (c *Conn) startRecords(w io.Writer, send, recv Key, sendDir, recvDir byte) {
+	c.rw = newRecordWriter(w, send, sendDir)
+	c.rr = newRecordReader(c.br, recv, recvDir)
+	c.rec = c.rw
+	c.fr.r = c.rr
+}
+
+func (c *Conn) openSecureClient(aw *asyncWriter, op opening) error {
+	user, realm := c.cfg.User, c.cfg.Realm
+	ns, err := newNoiseState(securePrologue(realm, user), op.ephemeral)
+	if err != nil {
+		return err
+	}
+	defer ns.wipe()
+	m1 := ns.writeMessage1(c.cfg.Key, handshakePayload)
+	out := appendPreamble(nil, modeSecure)
+	out = appendHandshakeMsg(out, append(append([]byte{byte(len(user))}, user...), m1...))
+	aw.Write(out)
+
+	if err := readPreamble(c.br, modeSecure); err != nil {
+		return err
+	}
+	m2, err := readHandshakeMsg(c.br, "message 2")
+	if err != nil {
+		return err
+	}
+	if len(m2) == 0 {
+		return fmt.Errorf("%w: the server refused user %q in realm %q (unknown user or wrong key)", ErrAuth, user, realm)
+	}
+	if _, err := ns.readMessage2(m2); err != nil {
+		return fmt.Errorf("%w: the server did not prove it knows the key of user %q (%v)", ErrAuth, user, err)
+	}
+	toServer, toClient := ns.split()
+	c.startRecords(aw, toServer, toClient, dirClientToServer, dirServerToClient)
+	c.user = user
+	// Our first record, carrying SETTINGS, is the key confirmation.
+	if _, err := c.rw.Write(c.settingsFrame()); err != nil {
+		return err
+	}
+	if err := c.rw.Flush(); err != nil {
+		return err
+	}
+	return c.readSettings()
+}
+
+func (c *Conn) openSecureServer(aw *asyncWriter, op opening) error {
+	aw.Write(appendPreamble(nil, modeSecure))
+	if err := readPreamble(c.br, modeSecure); err != nil {
+		return err
+	}
+	body, err := readHandshakeMsg(c.br, "message 1")
+	if err != nil {
+		return err
+	}
+	user, m1, err := splitMessage1(body)
+	if err != nil {
+		return err
+	}
+	// Unknown users take the same path as known ones, with a dummy key, so
+	// they fail at the same step, with the same bytes, in the same time.
+	key, known := op.userKey(user)
+	if !known {
+		key = dummyKey(op.secret, user)
+	}
+	ns, err := newNoiseState(securePrologue(c.cfg.Realm, user), op.ephemeral)
+	if err != nil {
+		return err
+	}
+	defer ns.wipe()
+	_, err = ns.readMessage1(&key, m1)
+	clear(key[:])
+	var m2 []byte
+	if err == nil {
+		m2, err = ns.writeMessage2(handshakePayload)
+	}
+	if err != nil || !known {
+		aw.Write(appendHandshakeMsg(nil, nil)) // the refusal
+		return fmt.Errorf("%w: user %q in realm %q (unknown user or wrong key)", ErrAuth, user, c.cfg.Realm)
+	}
+	toServer, toClient := ns.split()
+	aw.Write(appendHandshakeMsg(nil, m2))
+	c.startRecords(aw, toClient, toServer, dirServerToClient, dirClientToServer)
+	if _, err := c.rw.Write(c.settingsFrame()); err != nil {
+		return err
+	}
+	if err := c.rw.Flush(); err != nil {
+		return err
+	}
+	// The client's first record proves it completed the handshake: until
+	// it opens, message 1 may have been a replay.
+	if err := c.readSettings(); err != nil {
+		return fmt.Errorf("%w: user %q did not confirm the key: %w", ErrAuth, user, err)
+	}
+	c.user = user
+	return nil
+}
+
+// dummyKey derives the key an unknown user is checked against: keyed by a
+// server-local secret, so nobody can know it.
+func dummyKey(secret *Key, user string) Key {
+	h, _ := blake2b.New256(secret[:])
+	h.Write([]byte("bokbok unknown user\x00"))
+	h.Write([]byte(user))
+	var k Key
+	h.Sum(k[:0])
+	return k
+}
+
+func appendHandshakeMsg(out, body []byte) []byte {
+	out = append(out, byte(len(body)>>8), byte(len(body)))
+	return append(out, body...)
+}
+
+// readHandshakeMsg reads a length-prefixed handshake message; the length is
+// checked before anything is allocated.
+func readHandshakeMsg(r io.Reader, what string) ([]byte, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, handshakeReadError(what, err)
+	}
+	n := int(hdr[0])<<8 | int(hdr[1])
+	if n > maxHandshakeMsg {
+		return nil, protocolErrorf("handshake %s of %d bytes, more than %d", what, n, maxHandshakeMsg)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, handshakeReadError(what, err)
+	}
+	return body, nil
+}
+
+func handshakeReadError(what string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return &ProtocolError{Reason: "stream ended in handshake " + what, Err: io.ErrUnexpectedEOF}
+	}
+	return err
+}
+
+// splitMessage1 parses message 1's body: user name length, user name,
+// Noise message.
+func splitMessage1(body []byte) (user string, noiseMsg []byte, err error) {
+	if len(body) < 1 || body[0] == 0 || len(body) < 1+int(body[0])+noiseDHLen+noiseTagLen {
+		return "", nil, protocolErrorf("handshake message 1 of %d bytes is malformed", len(body))
+	}
+	n := int(body[0])
+	return string(body[1 : 1+n]), body[1+n:], nil
+}
+
+// asyncWriter performs a handshake's writes, in order, on its own
+// goroutine. finish waits for them.
+type asyncWriter struct {
+	ch   chan []byte
+	done chan error
+}
+
+func startAsyncWriter(w io.Writer) *asyncWriter {
+	aw := &asyncWriter{ch: make(chan []byte, 8), done: make(chan error, 1)}
+	go func() {
+		var err error
+		for b := range aw.ch {
+			if err == nil {
+				_, err = w.Write(b)
+			}
+		}
+		aw.done <- err
+	}()
+	return aw
+}
+
+// Write queues a copy of b. Errors surface in finish.
+func (aw *asyncWriter) Write(b []byte) (int, error) {
+	aw.ch <- append([]byte(nil), b...)
+	return len(b), nil
+}
+
+func (aw *asyncWriter) finish() error {
+	close(aw.ch)
+	return <-aw.done
+}

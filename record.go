@@ -1,0 +1,245 @@
+package bokbok
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/nacl/secretbox"
+)
+
+// Records carry the frame stream of a secure connection (PROTOCOL.md,
+// "Records"). Each is
+//
+//	length u32 | secretbox(type u8 | content)
+//
+// sealed under the sending direction's key with a nonce made of a 64-bit
+// counter, the direction, and zeros. Content is the next bytes of the frame
+// stream (DATA) or nothing (CLOSE, the last record a side sends). A record
+// that fails to open, arrives out of order, or is missing (the stream ends
+// without CLOSE) ends the connection.
+
+const (
+	recordData  = 0x00
+	recordClose = 0x01
+
+	recordLenSize     = 4
+	maxRecordContent  = 64 << 10
+	minSealedRecord   = 1 + secretbox.Overhead
+	maxSealedRecord   = 1 + maxRecordContent + secretbox.Overhead
+	dirClientToServer = 0x00
+	dirServerToClient = 0x01
+)
+
+// ErrTruncated reports that a secure connection's stream ended without the
+// peer's CLOSE record: the peer died, or someone cut the connection.
+var ErrTruncated = errors.New("bokbok: secure stream ended without a close record")
+
+// ErrNonceExhausted reports that a direction of a secure connection has
+// sent or received 2^64-1 records, the most its nonce counter allows; the
+// connection fails rather than ever reuse a nonce.
+var ErrNonceExhausted = errors.New("bokbok: record counter exhausted")
+
+// maxRecordCounter is the last counter value never used: a record is never
+// sealed or opened with it, so the counter cannot wrap.
+const maxRecordCounter = ^uint64(0)
+
+// recordNonce builds a record's 24-byte nonce.
+func recordNonce(n uint64, dir byte) *[24]byte {
+	var nonce [24]byte
+	binary.BigEndian.PutUint64(nonce[:8], n)
+	nonce[8] = dir
+	return &nonce
+}
+
+// recordWriter seals the frame stream into records. It buffers written
+// bytes and seals them when a record is full or on Flush, so the frames the
+// writer goroutine flushes together travel in one record.
+type recordWriter struct {
+	mu   sync.Mutex // guards everything below: the writer goroutine, and a closing Conn
+	w    io.Writer
+	key  Key
+	dir  byte
+	n    uint64 // counter of the next record
+	pt   []byte // type byte + content waiting to be sealed
+	out  []byte // sealed records waiting to be written
+	done bool   // CLOSE sent or the key wiped: nothing more may be sealed
+}
+
+func newRecordWriter(w io.Writer, key Key, dir byte) *recordWriter {
+	return &recordWriter{w: w, key: key, dir: dir}
+}
+
+// Write adds p to the stream, sealing full records as it goes.
+func (rw *recordWriter) Write(p []byte) (int, error) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		if len(rw.pt) == 0 {
+			rw.pt = append(rw.pt, recordData)
+		}
+		take := min(len(p), 1+maxRecordContent-len(rw.pt))
+		rw.pt = append(rw.pt, p[:take]...)
+		p = p[take:]
+		if len(rw.pt) == 1+maxRecordContent {
+			if err := rw.sealLocked(); err != nil {
+				return 0, err
+			}
+			if len(rw.out) >= 4*maxSealedRecord {
+				if err := rw.writeOutLocked(); err != nil {
+					return 0, err
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+// Flush seals what is buffered and writes all sealed records.
+func (rw *recordWriter) Flush() error {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if len(rw.pt) > 0 {
+		if err := rw.sealLocked(); err != nil {
+			return err
+		}
+	}
+	return rw.writeOutLocked()
+}
+
+// sealLocked seals rw.pt as the next record into rw.out.
+func (rw *recordWriter) sealLocked() error {
+	if rw.done {
+		return ErrClosed
+	}
+	if rw.n == maxRecordCounter {
+		return ErrNonceExhausted
+	}
+	rw.out = binary.BigEndian.AppendUint32(rw.out, uint32(len(rw.pt)+secretbox.Overhead))
+	rw.out = secretbox.Seal(rw.out, rw.pt, recordNonce(rw.n, rw.dir), (*[32]byte)(&rw.key))
+	rw.n++
+	rw.pt = rw.pt[:0]
+	return nil
+}
+
+func (rw *recordWriter) writeOutLocked() error {
+	if len(rw.out) == 0 {
+		return nil
+	}
+	_, err := rw.w.Write(rw.out)
+	rw.out = rw.out[:0]
+	return err
+}
+
+// close writes what is buffered and a CLOSE record, then allows no more
+// writes. It gives up without writing if the writer is busy (a write is
+// blocked on the network) or the write takes longer than until deadline
+// (when the writer is a net.Conn).
+func (rw *recordWriter) close(deadline time.Time) error {
+	if !rw.mu.TryLock() {
+		return errors.New("bokbok: writer busy; no close record sent")
+	}
+	defer rw.mu.Unlock()
+	if rw.done {
+		return nil
+	}
+	if d, ok := rw.w.(interface{ SetWriteDeadline(time.Time) error }); ok && !deadline.IsZero() {
+		d.SetWriteDeadline(deadline)
+	}
+	if len(rw.pt) > 0 {
+		if err := rw.sealLocked(); err != nil {
+			return err
+		}
+	}
+	rw.pt = append(rw.pt, recordClose)
+	if err := rw.sealLocked(); err != nil {
+		return err
+	}
+	rw.done = true
+	return rw.writeOutLocked()
+}
+
+// wipe clears the key; the writer seals nothing afterwards.
+func (rw *recordWriter) wipe() {
+	rw.mu.Lock()
+	clear(rw.key[:])
+	rw.done = true
+	rw.mu.Unlock()
+}
+
+// recordReader opens records and serves their content as a byte stream.
+// It is used by one goroutine at a time (the handshake, then the reader).
+type recordReader struct {
+	r      io.Reader
+	key    Key
+	dir    byte
+	n      uint64 // counter of the next record
+	hdr    [recordLenSize]byte
+	sealed []byte // reused; at most maxSealedRecord
+	plain  []byte // reused
+	rest   []byte // content not yet read
+	err    error  // sticky: once a read fails, every later read fails so
+}
+
+func newRecordReader(r io.Reader, key Key, dir byte) *recordReader {
+	return &recordReader{r: r, key: key, dir: dir}
+}
+
+func (rr *recordReader) Read(p []byte) (int, error) {
+	for len(rr.rest) == 0 {
+		if rr.err != nil {
+			return 0, rr.err
+		}
+		rr.err = rr.next()
+	}
+	n := copy(p, rr.rest)
+	rr.rest = rr.rest[n:]
+	return n, nil
+}
+
+// next reads and opens one record.
+func (rr *recordReader) next() error {
+	if _, err := io.ReadFull(rr.r, rr.hdr[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return ErrTruncated
+		}
+		return err
+	}
+	size := binary.BigEndian.Uint32(rr.hdr[:])
+	if size < minSealedRecord || size > maxSealedRecord {
+		return protocolErrorf("record length %d outside %d..%d", size, minSealedRecord, maxSealedRecord)
+	}
+	if rr.sealed == nil {
+		rr.sealed = make([]byte, maxSealedRecord)
+	}
+	sealed := rr.sealed[:size]
+	if _, err := io.ReadFull(rr.r, sealed); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return ErrTruncated
+		}
+		return err
+	}
+	if rr.n == maxRecordCounter {
+		return ErrNonceExhausted
+	}
+	plain, ok := secretbox.Open(rr.plain[:0], sealed, recordNonce(rr.n, rr.dir), (*[32]byte)(&rr.key))
+	if !ok {
+		return protocolErrorf("record %d failed authentication (corrupted, forged, replayed or out of order)", rr.n)
+	}
+	rr.n++
+	rr.plain = plain
+	switch {
+	case plain[0] == recordData && len(plain) > 1:
+		rr.rest = plain[1:]
+		return nil
+	case plain[0] == recordClose && len(plain) == 1:
+		return io.EOF
+	}
+	return protocolErrorf("record of type 0x%02x with %d content bytes", plain[0], len(plain)-1)
+}
+
+// wipe clears the key. Only after the reader has stopped.
+func (rr *recordReader) wipe() { clear(rr.key[:]) }
