@@ -14,14 +14,24 @@ var echoHandler = HandlerFunc(func(ctx context.Context, r *Request) (any, error)
 	return v, nil
 })
 
-// benchPair opens a connection over loopback TCP to a Server echoing back.
-func benchPair(b *testing.B) *Conn {
-	c, _ := tcpPair(b, nil, &Server{Config: Config{Handler: echoHandler}})
+// benchPair opens a connection over loopback TCP to a Server echoing back,
+// in secure mode if secure is set.
+func benchPair(b *testing.B, secure bool) *Conn {
+	if !secure {
+		c, _ := tcpPair(b, nil, &Server{Config: Config{Handler: echoHandler}})
+		return c
+	}
+	key, err := GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &Server{Config: Config{Handler: echoHandler, Realm: "bench"}, UserKey: func(string) (Key, bool) { return key, true }}
+	c, _ := tcpPair(b, &Config{Key: &key, User: "bench", Realm: "bench"}, srv)
 	return c
 }
 
-func benchmarkRequest(b *testing.B, size int, parallel bool) {
-	c := benchPair(b)
+func benchmarkRequest(b *testing.B, size int, parallel, secure bool) {
+	c := benchPair(b, secure)
 	ctx := context.Background()
 	msg := make([]byte, size)
 	b.SetBytes(int64(size))
@@ -50,14 +60,17 @@ func benchmarkRequest(b *testing.B, size int, parallel bool) {
 	})
 }
 
-// BenchmarkRequestSequential: one caller, 64-byte messages, over TCP.
-func BenchmarkRequestSequential(b *testing.B) { benchmarkRequest(b, 64, false) }
+// One caller, 64-byte messages, over TCP.
+func BenchmarkRequestSequential(b *testing.B)       { benchmarkRequest(b, 64, false, false) }
+func BenchmarkSecureRequestSequential(b *testing.B) { benchmarkRequest(b, 64, false, true) }
 
-// BenchmarkRequestParallel: many callers sharing one connection.
-func BenchmarkRequestParallel(b *testing.B) { benchmarkRequest(b, 64, true) }
+// Many callers sharing one connection, 64-byte messages.
+func BenchmarkRequestParallel(b *testing.B)       { benchmarkRequest(b, 64, true, false) }
+func BenchmarkSecureRequestParallel(b *testing.B) { benchmarkRequest(b, 64, true, true) }
 
-// BenchmarkRequestParallel1MiB: many callers, 1 MiB messages both ways.
-func BenchmarkRequestParallel1MiB(b *testing.B) { benchmarkRequest(b, 1<<20, true) }
+// Many callers, 1 MiB messages both ways.
+func BenchmarkRequestParallel1MiB(b *testing.B)       { benchmarkRequest(b, 1<<20, true, false) }
+func BenchmarkSecureRequestParallel1MiB(b *testing.B) { benchmarkRequest(b, 1<<20, true, true) }
 
 // BenchmarkNotify: one sender, 64-byte notifications.
 func BenchmarkNotify(b *testing.B) {
