@@ -163,9 +163,10 @@ func (c *Conn) fail(cause error) {
 
 	c.cancel()
 	c.sendq.close(c.err)
-	if cause == nil && c.rw != nil && c.started() {
-		// A local Close of a secure connection: tell the peer it is a
-		// close, not a cut, if the writer is not in the middle of a write.
+	if c.rw != nil && c.started() && (cause == nil || errors.Is(cause, io.EOF) || errors.Is(cause, ErrShutdown)) {
+		// A deliberate close of a secure connection (ours, or in answer to
+		// the peer's CLOSE): tell the peer it is a close, not a cut, if the
+		// writer is not in the middle of a write.
 		c.rw.close(time.Now().Add(closeRecordTimeout))
 	}
 	c.nc.Close() // unblocks the reader and the writer

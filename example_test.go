@@ -324,3 +324,125 @@ func ExampleParseAddr() {
 	// bokbok.sock          error: bad address "bokbok.sock": ambiguous: write "./bokbok.sock" for a Unix socket in this directory or "bokbok.sock:PORT" for TCP
 	// unix://app.sock      error: bad address "unix://app.sock": unix:// needs an absolute path, as in "unix:///run/app.sock"; write a relative path without the scheme, as in "./app.sock"
 }
+
+// A secure server knows a key per user, and looks it up with UserKey. A
+// client proves it has its user's key; a wrong key, or a user the server
+// does not know, fails with ErrAuth.
+func ExampleServer_secure() {
+	ctx := context.Background()
+
+	// In real life the key comes from a file (see ExampleGenerateKey), and
+	// each user has its own.
+	aliceKey, err := bokbok.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	srv := &bokbok.Server{
+		Config: bokbok.Config{
+			Realm: "example.com", // clients must use the same realm
+			Handler: bokbok.HandlerFunc(func(ctx context.Context, req *bokbok.Request) (any, error) {
+				return "hello, " + req.Conn().User(), nil
+			}),
+		},
+		UserKey: func(user string) (bokbok.Key, bool) {
+			if user == "alice" {
+				return aliceKey, true
+			}
+			return bokbok.Key{}, false // an unknown user
+		},
+	}
+	ln, err := bokbok.Listen("127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	conn, err := bokbok.Dial(ctx, ln.Addr().String(), &bokbok.Config{
+		Key:   &aliceKey,
+		User:  "alice",
+		Realm: "example.com",
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("client: authenticated as", conn.User())
+	var greeting string
+	if err := conn.Call(ctx, "hi", &greeting); err != nil {
+		panic(err)
+	}
+	fmt.Println("server:", greeting)
+
+	otherKey, err := bokbok.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	_, err = bokbok.Dial(ctx, ln.Addr().String(), &bokbok.Config{Key: &otherKey, User: "alice", Realm: "example.com"})
+	fmt.Println("wrong key:", errors.Is(err, bokbok.ErrAuth))
+	_, err = bokbok.Dial(ctx, ln.Addr().String(), &bokbok.Config{Key: &aliceKey, User: "bob", Realm: "example.com"})
+	fmt.Println("unknown user:", errors.Is(err, bokbok.ErrAuth))
+	_, err = bokbok.Dial(ctx, ln.Addr().String(), nil)
+	fmt.Println("insecure client:", errors.Is(err, bokbok.ErrMode))
+
+	conn.Shutdown(ctx)
+	srv.Shutdown(ctx)
+	fmt.Println(<-served)
+	// Output:
+	// client: authenticated as alice
+	// server: hello, alice
+	// wrong key: true
+	// unknown user: true
+	// insecure client: true
+	// bokbok: server closed
+}
+
+// A generated key is the best kind. Its text form is what goes into
+// configuration files: write it with MarshalText, read it with ParseKey.
+func ExampleGenerateKey() {
+	key, err := bokbok.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	text, err := key.MarshalText() // 44 characters of base64; save it in a file
+	if err != nil {
+		panic(err)
+	}
+
+	parsed, err := bokbok.ParseKey(string(text)) // trim a trailing newline first
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("text length:", len(text))
+	fmt.Println("round trip:", parsed == key)
+	fmt.Println(key) // keys stay out of logs
+
+	_, err = bokbok.ParseKey("not a key")
+	fmt.Println(err)
+	// Output:
+	// text length: 44
+	// round trip: true
+	// bokbok.Key(redacted)
+	// bokbok: bad key: 9 characters, want 44 (standard base64 of 32 bytes, as printed by GenerateKey's MarshalText)
+}
+
+// A key derived from a passphrase depends on the realm and the user too,
+// so the same passphrase gives each user a different key. Derivation is
+// slow on purpose (argon2id over 64 MiB); prefer GenerateKey when no
+// person has to type the secret.
+func ExamplePassphraseToKey() {
+	const passphrase = "correct horse battery staple"
+	alice := bokbok.PassphraseToKey(passphrase, "example.com", "alice")
+	again := bokbok.PassphraseToKey(passphrase, "example.com", "alice")
+	bob := bokbok.PassphraseToKey(passphrase, "example.com", "bob")
+	fmt.Println("same passphrase, realm and user, same key:", alice == again)
+	fmt.Println("another user, another key:", alice != bob)
+
+	// Both sides derive the same key: the server in its UserKey (or once,
+	// ahead of time), the client for its Config.
+	cfg := &bokbok.Config{Key: &alice, User: "alice", Realm: "example.com"}
+	fmt.Println("client config for", cfg.User)
+	// Output:
+	// same passphrase, realm and user, same key: true
+	// another user, another key: true
+	// client config for alice
+}

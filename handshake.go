@@ -191,6 +191,8 @@ func (c *Conn) openSecureClient(aw *asyncWriter, op opening) error {
 	}
 	toServer, toClient := ns.split()
 	c.startRecords(aw, toServer, toClient, dirClientToServer, dirServerToClient)
+	clear(toServer[:])
+	clear(toClient[:])
 	c.user = user
 	// Our first record, carrying SETTINGS, is the key confirmation.
 	if _, err := c.rw.Write(c.settingsFrame()); err != nil {
@@ -239,6 +241,8 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening) error {
 	toServer, toClient := ns.split()
 	aw.Write(appendHandshakeMsg(nil, m2))
 	c.startRecords(aw, toClient, toServer, dirServerToClient, dirClientToServer)
+	clear(toServer[:])
+	clear(toClient[:])
 	if _, err := c.rw.Write(c.settingsFrame()); err != nil {
 		return err
 	}

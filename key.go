@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"log/slog"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/blake2b"
@@ -69,9 +71,19 @@ func (k *Key) UnmarshalText(text []byte) error {
 	return nil
 }
 
+const redactedKey = "bokbok.Key(redacted)"
+
 // String returns "bokbok.Key(redacted)": keys stay out of logs. Use
 // MarshalText for the key's text form.
-func (k Key) String() string { return "bokbok.Key(redacted)" }
+func (k Key) String() string { return redactedKey }
+
+// Format prints "bokbok.Key(redacted)" for every verb (%v, %x, %#v, ...),
+// so that printing a configuration does not leak the key.
+func (k Key) Format(f fmt.State, verb rune) { io.WriteString(f, redactedKey) }
+
+// LogValue keeps the key out of log/slog records (whose handlers would
+// otherwise use MarshalText).
+func (k Key) LogValue() slog.Value { return slog.StringValue(redactedKey) }
 
 // Equal reports whether k and other are the same key, in constant time.
 func (k *Key) Equal(other *Key) bool { return subtle.ConstantTimeCompare(k[:], other[:]) == 1 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -39,6 +40,13 @@ func modeName(m byte) string {
 	return fmt.Sprintf("unknown mode %d", m)
 }
 
+func withArticle(s string) string {
+	if s != "" && strings.ContainsRune("aeiou", rune(s[0])) {
+		return "an " + s
+	}
+	return "a " + s
+}
+
 // checkPreamble validates the peer's preamble against our mode.
 func checkPreamble(p []byte, mode byte) error {
 	if [6]byte(p[:6]) != preambleMagic {
@@ -48,7 +56,7 @@ func checkPreamble(p []byte, mode byte) error {
 		return fmt.Errorf("%w: peer speaks version %d, this side speaks version %d", ErrVersion, p[6], protocolVersion)
 	}
 	if p[7] != mode {
-		return fmt.Errorf("%w: peer wants a %s connection, this side wants a %s one", ErrMode, modeName(p[7]), modeName(mode))
+		return fmt.Errorf("%w: the peer wants %s connection, this side wants %s one", ErrMode, withArticle(modeName(p[7])), withArticle(modeName(mode)))
 	}
 	return nil
 }

@@ -755,7 +755,7 @@ func TestWireHandshakeRejects(t *testing.T) {
 		{name: "wrong version 0", peer: pre(0, modeInsecure),
 			wantIs: []error{ErrVersion}, wantMsg: "version 0"},
 		{name: "secure mode", peer: pre(protocolVersion, modeSecure),
-			wantIs: []error{ErrMode}, wantMsg: "peer wants a secure connection, this side wants a insecure one"},
+			wantIs: []error{ErrMode}, wantMsg: "the peer wants a secure connection, this side wants an insecure one"},
 		{name: "unknown mode", peer: pre(protocolVersion, 7),
 			wantIs: []error{ErrMode}, wantMsg: "unknown mode 7"},
 		{name: "first frame is not SETTINGS", peer: append(good, robFrameBytes(kindPing, 0, 1, nil)...),

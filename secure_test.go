@@ -1,7 +1,12 @@
 package bokbok
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -85,4 +90,36 @@ func TestSecureDowngradeRefused(t *testing.T) {
 		_, err = Dial(context.Background(), ln.Addr().String(), nil)
 		require.ErrorIs(t, err, ErrMode)
 	})
+}
+
+// TestKeyStaysOutOfLogs: however a Key is printed or logged, only its text
+// form via MarshalText reveals it.
+func TestKeyStaysOutOfLogs(t *testing.T) {
+	k := mustKey(t)
+	text, err := k.MarshalText()
+	require.NoError(t, err)
+	hexed := hex.EncodeToString(k[:])
+	var logs bytes.Buffer
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("cfg", "key", k, "ptr", &k)
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("cfg", "key", k, "cfg", Config{Key: &k})
+	outs := []string{
+		fmt.Sprint(k), fmt.Sprintf("%v %s %x %X %d %#v %+v", k, k, k, k, k, k, k),
+		fmt.Sprintf("%v", &k), fmt.Sprintf("%+v", Config{Key: &k}), logs.String(),
+	}
+	for _, out := range outs {
+		require.NotContains(t, out, string(text))
+		require.NotContains(t, out, hexed)
+		require.NotContains(t, out, fmt.Sprint(k[0], " ", k[1], " ", k[2]))
+	}
+	back, err := ParseKey(string(text))
+	require.NoError(t, err)
+	require.True(t, back.Equal(&k))
+}
+
+func TestParseKeyRejects(t *testing.T) {
+	for _, in := range []string{"", "abc", " " + strings.Repeat("A", 43), strings.Repeat("A", 43) + "!", strings.Repeat("A", 42) + "==", strings.Repeat("A", 45)} {
+		_, err := ParseKey(in)
+		require.Error(t, err, "%q", in)
+		require.Contains(t, err.Error(), "bokbok: bad key")
+	}
 }

@@ -5,15 +5,19 @@ package examples_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bokbok-go/bokbok"
 )
 
 // build compiles the example commands named (directories under examples/)
@@ -95,12 +99,14 @@ func waitFor(t *testing.T, out *syncBuffer, s string, exited <-chan struct{}) {
 // checkContains reports each line of want missing from out.
 func checkContains(t *testing.T, what, out string, want ...string) {
 	t.Helper()
+	failed := false
 	for _, w := range want {
 		if !strings.Contains(out, w) {
 			t.Errorf("%s does not contain %q", what, w)
+			failed = true
 		}
 	}
-	if t.Failed() {
+	if failed {
 		t.Logf("%s:\n%s", what, out)
 	}
 }
@@ -119,22 +125,54 @@ func checkOrder(t *testing.T, what, out string, in ...string) {
 	}
 }
 
-func TestDemo(t *testing.T) {
+// checkMatches reports each regular expression that matches no part of
+// out.
+func checkMatches(t *testing.T, what, out string, patterns ...string) {
+	t.Helper()
+	failed := false
+	for _, p := range patterns {
+		if !regexp.MustCompile(p).MatchString(out) {
+			t.Errorf("%s does not match %q", what, p)
+			failed = true
+		}
+	}
+	if failed {
+		t.Logf("%s:\n%s", what, out)
+	}
+}
+
+// checkLacks reports each string found in out.
+func checkLacks(t *testing.T, what, out string, unwanted ...string) {
+	t.Helper()
+	for _, u := range unwanted {
+		if strings.Contains(out, u) {
+			t.Errorf("%s contains %q:\n%s", what, u, out)
+		}
+	}
+}
+
+// runDemo runs the demo with args and returns its transcript.
+func runDemo(t *testing.T, args ...string) string {
+	t.Helper()
 	bins := build(t, "demo")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, bins["demo"]).CombinedOutput()
+	out, err := exec.CommandContext(ctx, bins["demo"], args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("demo: %v\n%s", err, out)
+		t.Fatalf("%s: %v\n%s", strings.Join(append([]string{"demo"}, args...), " "), err, out)
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("the demo took %v", d)
 	}
-	s := string(out)
+	return string(out)
+}
+
+// checkDemoCalls checks the part of the transcript that is the same in
+// both modes: the calls, from the first to the shutdown.
+func checkDemoCalls(t *testing.T, s string) {
+	t.Helper()
 	checkContains(t, "the demo's transcript", s,
-		"client: connected to 127.0.0.1:",
-		"server: accepted a connection from 127.0.0.1:",
 		"client -> server: add [2 3]\nserver -> client: 5\n",
 		"server -> client: upper [hello from the server]\nclient -> server: \"HELLO FROM THE SERVER\"\n",
 		"client -> server: greet []\n    server -> client: name []\n    client -> server: \"demo-client\"\nserver -> client: \"Hello, demo-client!\"\n",
@@ -148,47 +186,119 @@ func TestDemo(t *testing.T) {
 		`code "bokbok.too_large"`,
 		"client: a new call is refused: bokbok: connection shutting down",
 		`server -> client: "finished" (the call in flight completed)`,
-		"client: connection closed: bokbok: connection closed: bokbok: connection shutting down",
+		"client: connection closed: bokbok: connection closed: bokbok: connection shutting down\n",
+		"server: OnClose: bokbok: connection closed: bokbok: connection shutting down\n",
 		"server: stopped; Serve returned: bokbok: server closed",
 		"== all done",
 	)
 	checkOrder(t, "the demo's transcript", s, `"step 3 done"`, `"step 2 done"`, `"step 1 done"`)
 }
 
-func TestServerAndClient(t *testing.T) {
-	bins := build(t, "server", "client")
-	sock := filepath.Join(t.TempDir(), "bokbok.sock")
+func TestDemo(t *testing.T) {
+	s := runDemo(t)
+	checkMatches(t, "the demo's transcript", s,
+		`(?m)^server: listening on 127\.0\.0\.1:\d+ \(secure\)$`,
+		`(?m)^client: connected to 127\.0\.0\.1:\d+, authenticated as user "alice"$`,
+		`(?m)^server: accepted a connection from 127\.0\.0\.1:\d+, authenticated as user "alice"$`,
+	)
+	checkContains(t, "the demo's transcript", s,
+		"made with bokbok.GenerateKey (printed as bokbok.Key(redacted))",
+		`server: realm "bokbok-demo"; knows one user, "alice"`,
+		"== clients the secure server refuses\n",
+		`client as "alice" with a wrong key: refused: bokbok: authentication failed: the server refused user "alice" in realm "bokbok-demo" (unknown user or wrong key)`,
+		`client as "mallory", no such user, with alice's key: refused: bokbok: authentication failed: the server refused user "mallory" in realm "bokbok-demo" (unknown user or wrong key)`,
+		`client as "alice" with the right key, in realm "elsewhere": refused: bokbok: authentication failed: `,
+		"insecure client: refused: bokbok: security mode mismatch: ",
+		"(a wrong key and an unknown user get the same error",
+	)
+	checkDemoCalls(t, s)
+	checkLacks(t, "the demo's transcript", s, "insecure: no user", "UNEXPECTED", "secure stream ended")
+}
 
-	var serverOut syncBuffer
-	server := exec.Command(bins["server"], "-addr", sock)
-	server.Stdout = &serverOut
-	server.Stderr = &serverOut
-	if err := server.Start(); err != nil {
+func TestDemoInsecure(t *testing.T) {
+	s := runDemo(t, "-insecure")
+	checkMatches(t, "the demo's transcript", s,
+		`(?m)^server: listening on 127\.0\.0\.1:\d+ \(insecure\)$`,
+		`(?m)^client: connected to 127\.0\.0\.1:\d+ \(insecure: no user\)$`,
+		`(?m)^server: accepted a connection from 127\.0\.0\.1:\d+ \(insecure: no user\)$`,
+	)
+	checkDemoCalls(t, s)
+	checkLacks(t, "the demo's transcript", s, "authenticated", "server refuses", "Key", "UNEXPECTED")
+}
+
+// server is a running examples/server.
+type server struct {
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	exited  chan struct{}
+	waitErr error
+}
+
+// startServer starts examples/server with args and waits until it listens
+// on sock.
+func startServer(t *testing.T, bin, sock string, args ...string) *server {
+	t.Helper()
+	s := &server{out: new(syncBuffer), exited: make(chan struct{})}
+	s.cmd = exec.Command(bin, append([]string{"-addr", sock}, args...)...)
+	s.cmd.Stdout = s.out
+	s.cmd.Stderr = s.out
+	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
 	go func() {
-		waitErr = server.Wait()
-		close(exited)
+		s.waitErr = s.cmd.Wait()
+		close(s.exited)
 	}()
 	t.Cleanup(func() {
 		select {
-		case <-exited:
+		case <-s.exited:
 		default:
-			server.Process.Kill()
-			<-exited
+			s.cmd.Process.Kill()
+			<-s.exited
 		}
 	})
-	waitFor(t, &serverOut, "listening on "+sock, exited)
+	waitFor(t, s.out, "listening on "+sock, s.exited)
+	return s
+}
 
+// stop stops the server with SIGTERM and checks that it exits cleanly and
+// removes its socket.
+func (s *server) stop(t *testing.T, sock string) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the server did not exit after SIGTERM:\n%s", s.out)
+	}
+	if s.waitErr != nil {
+		t.Errorf("server: %v\n%s", s.waitErr, s.out)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("the server left its socket behind (stat: %v)", err)
+	}
+}
+
+// runClient runs examples/client with args.
+func runClient(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	clientOut, err := exec.CommandContext(ctx, bins["client"], "-addr", sock, "-name", "tester").CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	return string(out), err
+}
+
+// runGoodClient runs a client that should do everything it does, as
+// "tester", and checks its output.
+func runGoodClient(t *testing.T, bin string, srv *server, sock string, args ...string) {
+	t.Helper()
+	out, err := runClient(t, bin, append([]string{"-addr", sock, "-name", "tester"}, args...)...)
 	if err != nil {
-		t.Fatalf("client: %v\nclient output:\n%s\nserver output:\n%s", err, clientOut, &serverOut)
+		t.Fatalf("client: %v\nclient output:\n%s\nserver output:\n%s", err, out, srv.out)
 	}
-	checkContains(t, "the client's output", string(clientOut),
+	checkContains(t, "the client's output", out,
 		"client: ",
 		"connected to "+sock,
 		"sent a notification",
@@ -202,36 +312,136 @@ func TestServerAndClient(t *testing.T) {
 		`sleep [100] -> "slept 100ms"`,
 		`sleep [200] -> "slept 200ms"`,
 		`sleep [300] -> "slept 300ms"`,
-		"shut down: bokbok: connection closed",
+		"shut down: bokbok: connection closed: bokbok: connection shutting down\n",
 	)
-	checkOrder(t, "the client's output", string(clientOut), "the server asks for my name", `greet [] -> "Hello, tester!"`)
+	checkOrder(t, "the client's output", out, "the server asks for my name", `greet [] -> "Hello, tester!"`)
+	checkLacks(t, "the client's output", out, "WARN", "error: ")
+}
 
-	// The client has gone; the server logs the close on its own time.
-	waitFor(t, &serverOut, "connection #1 closed", exited)
-	if err := server.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+// runRefusedClient runs a client that must fail, and checks that it exits
+// with the given status and a one-line error containing want.
+func runRefusedClient(t *testing.T, bin string, status int, want string, args ...string) {
+	t.Helper()
+	out, err := runClient(t, bin, args...)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != status {
+		t.Errorf("client %s: got %v, want exit status %d\n%s", strings.Join(args, " "), err, status, out)
+		return
 	}
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("the server did not exit after SIGTERM:\n%s", &serverOut)
+	if !strings.HasPrefix(out, "client: ") || !strings.Contains(out, want) || strings.Count(out, "\n") != 1 {
+		t.Errorf("client %s: want one line of error containing %q, got:\n%s", strings.Join(args, " "), want, out)
 	}
-	if waitErr != nil {
-		t.Errorf("server: %v", waitErr)
-	}
-	checkContains(t, "the server's output", serverOut.String(),
+}
+
+// checkServerLog checks the server's log of one client's visit.
+func checkServerLog(t *testing.T, out string, opened string) {
+	t.Helper()
+	checkContains(t, "the server's output", out,
 		"server: ",
-		"connection #1 opened from a client on the Unix socket",
+		"connection #1 opened from a client on the Unix socket"+opened+"\n",
 		"#1: notification: log [hello from tester]",
 		"#1: request: add [2 3 4]",
 		"#1: request: greet []",
 		`#1: the client says its name is "tester"`,
 		"#1: sleep 5000ms stopped early",
-		"connection #1 closed: bokbok: connection closed: bokbok: connection shutting down",
+		"connection #1 closed: bokbok: connection closed: bokbok: connection shutting down\n",
 		"shutting down",
 		"stopped",
 	)
-	if _, err := os.Stat(sock); !os.IsNotExist(err) {
-		t.Errorf("the server left its socket behind (stat: %v)", err)
+	checkLacks(t, "the server's output", out, "connection #2")
+}
+
+// writeKey writes a new key's text form, with a newline as an editor
+// would leave it, to a file in dir, and returns the file's name.
+func writeKey(t *testing.T, dir, name string) string {
+	t.Helper()
+	key, err := bokbok.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
 	}
+	text, err := key.MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, name)
+	if err := os.WriteFile(file, append(text, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+func TestServerAndClient(t *testing.T) {
+	bins := build(t, "server", "client")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "bokbok.sock")
+	keyFile := writeKey(t, dir, "tester.key")
+	wrongKeyFile := writeKey(t, dir, "wrong.key")
+	keyText, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv := startServer(t, bins["server"], sock, "-user", "tester", "-key-file", keyFile, "-realm", "test-realm")
+	runGoodClient(t, bins["client"], srv, sock, "-user", "tester", "-key-file", keyFile, "-realm", "test-realm")
+
+	const authFailed = "bokbok: authentication failed"
+	runRefusedClient(t, bins["client"], 1, authFailed, "-addr", sock, "-user", "tester", "-key-file", wrongKeyFile, "-realm", "test-realm")
+	runRefusedClient(t, bins["client"], 1, authFailed, "-addr", sock, "-user", "nobody", "-key-file", keyFile, "-realm", "test-realm")
+	runRefusedClient(t, bins["client"], 1, authFailed, "-addr", sock, "-user", "tester", "-key-file", keyFile) // the default realm
+	runRefusedClient(t, bins["client"], 1, "bokbok: security mode mismatch", "-addr", sock, "-insecure")
+
+	// The good client has gone; the server logs the close on its own time.
+	waitFor(t, srv.out, "connection #1 closed", srv.exited)
+	srv.stop(t, sock)
+	out := srv.out.String()
+	checkServerLog(t, out, `, authenticated as user "tester"`)
+	checkContains(t, "the server's output", out, `listening on `+sock+` (secure: user "tester", realm "test-realm")`)
+	checkLacks(t, "the server's output", out, strings.TrimSpace(string(keyText)), "generated")
+}
+
+// Without a key, the server makes one and says how to run the client
+// with it.
+func TestServerGeneratesKey(t *testing.T) {
+	bins := build(t, "server", "client")
+	sock := filepath.Join(t.TempDir(), "bokbok.sock")
+	srv := startServer(t, bins["server"], sock)
+
+	const prefix = "go run ./examples/client "
+	out := srv.out.String()
+	i := strings.Index(out, prefix)
+	if i < 0 {
+		t.Fatalf("the server printed no client command:\n%s", out)
+	}
+	line, _, _ := strings.Cut(out[i+len(prefix):], "\n")
+	args := strings.Fields(line)
+	if want := []string{"-addr", sock, "-user", "demo", "-key"}; len(args) != 6 || strings.Join(args[:5], " ") != strings.Join(want, " ") {
+		t.Fatalf("the client command is %q, want %q and a key", line, want)
+	}
+	if _, err := bokbok.ParseKey(args[5]); err != nil {
+		t.Fatalf("the key in the client command: %v", err)
+	}
+	checkContains(t, "the server's output", out, `no -key or -key-file given: generated a key for user "demo"`)
+
+	runGoodClient(t, bins["client"], srv, sock, args[2:]...)
+	runRefusedClient(t, bins["client"], 2, "no key: give -key KEY or -key-file FILE", "-addr", sock)
+	waitFor(t, srv.out, "connection #1 closed", srv.exited)
+	srv.stop(t, sock)
+	checkServerLog(t, srv.out.String(), `, authenticated as user "demo"`)
+}
+
+func TestServerAndClientInsecure(t *testing.T) {
+	bins := build(t, "server", "client")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "bokbok.sock")
+	keyFile := writeKey(t, dir, "demo.key")
+
+	srv := startServer(t, bins["server"], sock, "-insecure")
+	runGoodClient(t, bins["client"], srv, sock, "-insecure")
+	runRefusedClient(t, bins["client"], 1, "bokbok: security mode mismatch", "-addr", sock, "-key-file", keyFile)
+
+	waitFor(t, srv.out, "connection #1 closed", srv.exited)
+	srv.stop(t, sock)
+	out := srv.out.String()
+	checkServerLog(t, out, " (insecure)")
+	checkContains(t, "the server's output", out, "listening on "+sock+" (insecure)")
 }

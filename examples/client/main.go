@@ -2,8 +2,17 @@
 // the server's call back ("name"), sends a notification, and shuts the
 // connection down gracefully.
 //
-//	go run ./examples/client                                  # localhost:7070
-//	go run ./examples/client -addr ./bokbok.sock -name alice  # a Unix socket
+//	go run ./examples/client -key KEY                                  # localhost:7070
+//	go run ./examples/client -key-file demo.key -addr ./bokbok.sock    # a Unix socket
+//	go run ./examples/client -insecure                                 # an insecure server
+//
+// It connects in secure mode as -user (default "demo") with that user's
+// key, given with -key (the key's text form, as examples/server prints it)
+// or -key-file (a file holding it), in -realm (default "bokbok-example",
+// as the server's). With -insecure it connects in insecure mode and needs
+// no key; a secure server refuses it, as an insecure server refuses a
+// secure client. A wrong key or an unknown user ends it with
+// "authentication failed" and exit status 1.
 package main
 
 import (
@@ -14,6 +23,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +39,11 @@ type Msg struct {
 func main() {
 	addr := flag.String("addr", "localhost:7070", `address of the server: "host:port", or a Unix socket path such as "./bokbok.sock"`)
 	name := flag.String("name", "bokbok-client", "the name to give when the server asks")
+	insecure := flag.Bool("insecure", false, "connect in insecure mode: no key, nothing encrypted")
+	user := flag.String("user", "demo", "the user name to authenticate as")
+	keyText := flag.String("key", "", "the user's key, in its text form (44 characters of base64); see -key-file")
+	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form")
+	realm := flag.String("realm", "bokbok-example", "the server's realm, as the server was given it")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
 	flag.Parse()
 
@@ -37,13 +52,55 @@ func main() {
 	if *verbose {
 		slog.SetLogLoggerLevel(slog.LevelDebug)
 	}
-	if err := run(*addr, *name); err != nil {
-		log.Printf("error: %v", err)
-		os.Exit(1)
+
+	cfg := &bokbok.Config{Logger: slog.Default()}
+	if !*insecure {
+		key, err := loadKey(*keyText, *keyFile)
+		if err != nil {
+			log.Printf("error: %v", err)
+			os.Exit(2)
+		}
+		cfg.Key, cfg.User, cfg.Realm = &key, *user, *realm
 	}
+	err := run(*addr, *name, cfg)
+	switch {
+	case err == nil:
+		return
+	case errors.Is(err, bokbok.ErrAuth):
+		log.Printf("error: %v; check -user, -key or -key-file, and -realm", err)
+	case errors.Is(err, bokbok.ErrMode) && *insecure:
+		log.Printf("error: %v; the server is secure: give -key or -key-file instead of -insecure", err)
+	case errors.Is(err, bokbok.ErrMode):
+		log.Printf("error: %v; the server is insecure: use -insecure (and no key)", err)
+	default:
+		log.Printf("error: %v", err)
+	}
+	os.Exit(1)
 }
 
-func run(addr, name string) error {
+// loadKey returns the key given by -key or -key-file.
+func loadKey(text, file string) (bokbok.Key, error) {
+	switch {
+	case text != "" && file != "":
+		return bokbok.Key{}, errors.New("give -key or -key-file, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return bokbok.Key{}, fmt.Errorf("reading the key: %w", err)
+		}
+		// A key file is the key's text form, perhaps with a newline.
+		key, err := bokbok.ParseKey(strings.TrimSpace(string(b)))
+		if err != nil {
+			return bokbok.Key{}, fmt.Errorf("%s: %w", file, err)
+		}
+		return key, nil
+	case text != "":
+		return bokbok.ParseKey(text)
+	}
+	return bokbok.Key{}, errors.New("no key: give -key KEY or -key-file FILE (examples/server prints a key when it starts without one), or -insecure for an insecure server")
+}
+
+func run(addr, name string, cfg *bokbok.Config) error {
 	ctx := context.Background()
 
 	// The client serves requests too: the server calls back to ask our name.
@@ -61,12 +118,17 @@ func run(addr, name string) error {
 
 	dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	conn, err := bokbok.Dial(dialCtx, addr, &bokbok.Config{Handler: handler, Logger: slog.Default()})
+	cfg.Handler = handler
+	conn, err := bokbok.Dial(dialCtx, addr, cfg)
 	if err != nil {
 		return err
 	}
 	defer conn.Close() // if something fails; after Shutdown it does nothing
-	log.Printf("connected to %s", addr)
+	if conn.User() != "" {
+		log.Printf("connected to %s, authenticated as user %q", addr, conn.User())
+	} else {
+		log.Printf("connected to %s (insecure)", addr)
+	}
 
 	// A notification: no reply, and Notify returns once it is queued.
 	if err := conn.Notify(ctx, Msg{"log", []any{"hello from " + name}}); err != nil {

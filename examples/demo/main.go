@@ -1,11 +1,18 @@
 // Command demo runs a bokbok server and a bokbok client in one process,
 // over a real loopback TCP socket, and prints a transcript of what passes
-// between them: calls both ways, a callback made while a request is being
-// served, concurrent calls answered out of order, a notification, remote
-// errors and a recovered panic, a cancelled call, messages that are too
-// large, and a graceful shutdown.
+// between them: a secure connection authenticated with a pre-shared key,
+// clients the server refuses (a wrong key, an unknown user, a wrong realm,
+// an insecure client), calls both ways, a callback made while a request is
+// being served, concurrent calls answered out of order, a notification,
+// remote errors and a recovered panic, a cancelled call, messages that are
+// too large, and a graceful shutdown.
 //
-//	go run ./examples/demo
+//	go run ./examples/demo                      # secure: a generated key
+//	go run ./examples/demo -passphrase 'a long passphrase'
+//	go run ./examples/demo -insecure            # no keys, nothing encrypted
+//
+// -passphrase derives the key with bokbok.PassphraseToKey instead of
+// generating it, which takes a noticeable fraction of a second by design.
 //
 // It exits 0 if everything happened as expected and 1 otherwise.
 package main
@@ -13,6 +20,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -34,14 +42,28 @@ type Msg struct {
 
 func (m Msg) String() string { return fmt.Sprintf("%s %v", m.Method, m.Args) }
 
+// The secure connection's realm and user.
+const (
+	realm = "bokbok-demo"
+	user  = "alice"
+)
+
 func main() {
+	insecure := flag.Bool("insecure", false, "run the demo over an insecure connection")
+	passphrase := flag.String("passphrase", "", "derive the user's key from this passphrase (bokbok.PassphraseToKey) instead of generating one")
+	flag.Parse()
+	if *insecure && *passphrase != "" {
+		fmt.Fprintln(os.Stderr, "demo: -passphrase makes no sense with -insecure")
+		os.Exit(2)
+	}
+
 	// The demo takes milliseconds; if something hangs, fail loudly.
 	watchdog := time.AfterFunc(20*time.Second, func() {
 		fmt.Fprintln(os.Stderr, "demo: timed out")
 		os.Exit(1)
 	})
 	defer watchdog.Stop()
-	if err := run(); err != nil {
+	if err := run(!*insecure, *passphrase); err != nil {
 		fmt.Fprintln(os.Stderr, "demo: UNEXPECTED:", err)
 		os.Exit(1)
 	}
@@ -262,7 +284,54 @@ func serveClient(ctx context.Context, req *bokbok.Request) (any, error) {
 	return nil, bokbok.Errorf("no_such_method", "no method %q", m.Method)
 }
 
-func run() error {
+// describeUser says who a connection is authenticated as.
+func describeUser(c *bokbok.Conn) string {
+	if c.User() == "" {
+		return " (insecure: no user)"
+	}
+	return fmt.Sprintf(", authenticated as user %q", c.User())
+}
+
+// refusals dials the secure server as clients it must refuse, and checks
+// that each is refused for the right reason.
+func (d *demo) refusals(ctx context.Context, addr string, key bokbok.Key) error {
+	d.say("== clients the secure server refuses")
+	wrongKey, err := bokbok.GenerateKey()
+	if err != nil {
+		return err
+	}
+	var authErrs []string
+	for _, tc := range []struct {
+		what string
+		cfg  *bokbok.Config
+		want error
+	}{
+		{fmt.Sprintf("client as %q with a wrong key", user), &bokbok.Config{Key: &wrongKey, User: user, Realm: realm}, bokbok.ErrAuth},
+		{fmt.Sprintf("client as \"mallory\", no such user, with %s's key", user), &bokbok.Config{Key: &key, User: "mallory", Realm: realm}, bokbok.ErrAuth},
+		{fmt.Sprintf("client as %q with the right key, in realm \"elsewhere\"", user), &bokbok.Config{Key: &key, User: user, Realm: "elsewhere"}, bokbok.ErrAuth},
+		{"insecure client", nil, bokbok.ErrMode},
+	} {
+		c, err := bokbok.Dial(ctx, addr, tc.cfg)
+		if err == nil {
+			c.Close()
+			return fmt.Errorf("the server accepted the %s", tc.what)
+		}
+		d.say("%s: refused: %v", tc.what, err)
+		if !errors.Is(err, tc.want) {
+			return fmt.Errorf("%s: got %v, want an error matching %v", tc.what, err, tc.want)
+		}
+		if tc.want == bokbok.ErrAuth {
+			authErrs = append(authErrs, strings.ReplaceAll(err.Error(), `"mallory"`, `"`+user+`"`))
+		}
+	}
+	if authErrs[0] != authErrs[1] {
+		return fmt.Errorf("a wrong key and an unknown user give different errors: %q and %q", authErrs[0], authErrs[1])
+	}
+	d.say("(a wrong key and an unknown user get the same error: clients cannot tell which user names exist)")
+	return nil
+}
+
+func run(secure bool, passphrase string) error {
 	ctx := context.Background()
 	d := &demo{
 		serverConn:  make(chan *bokbok.Conn, 1),
@@ -279,6 +348,24 @@ func run() error {
 	}
 
 	say := d.say
+	var key bokbok.Key
+	if secure {
+		say("== a key")
+		if passphrase != "" {
+			start := time.Now()
+			key = bokbok.PassphraseToKey(passphrase, realm, user)
+			say("server and client: derived %s's key from a passphrase with bokbok.PassphraseToKey (argon2id, %v)",
+				user, time.Since(start).Round(time.Millisecond))
+		} else {
+			var err error
+			if key, err = bokbok.GenerateKey(); err != nil {
+				return err
+			}
+			say("server and client: share %s's key, made with bokbok.GenerateKey (printed as %v)", user, key)
+		}
+		say("server: realm %q; knows one user, %q", realm, user)
+	}
+
 	say("== dial")
 	srv := &bokbok.Server{
 		Config: bokbok.Config{
@@ -291,28 +378,56 @@ func run() error {
 			return nil
 		},
 	}
+	clientCfg := &bokbok.Config{
+		Handler:        bokbok.HandlerFunc(serveClient),
+		MaxMessageSize: 64 << 10, // the client accepts messages of up to 64 KiB
+	}
+	mode := "insecure"
+	if secure {
+		mode = "secure"
+		// The server looks up the key of the user each client claims to
+		// be; false means no such user.
+		srv.UserKey = func(name string) (bokbok.Key, bool) {
+			if name != user {
+				return bokbok.Key{}, false
+			}
+			return key, true
+		}
+		srv.Realm = realm
+		clientCfg.Key, clientCfg.User, clientCfg.Realm = &key, user, realm
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	go func() { d.served <- srv.Serve(ln) }()
 	defer srv.Close() // in case of an early return
-	say("server: listening on %s", ln.Addr())
+	say("server: listening on %s (%s)", ln.Addr(), mode)
 
-	client, err := bokbok.Dial(ctx, ln.Addr().String(), &bokbok.Config{
-		Handler:        bokbok.HandlerFunc(serveClient),
-		MaxMessageSize: 64 << 10, // the client accepts messages of up to 64 KiB
-	})
+	client, err := bokbok.Dial(ctx, ln.Addr().String(), clientCfg)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	say("client: connected to %s", client.RemoteAddr())
+	say("client: connected to %s%s", client.RemoteAddr(), describeUser(client))
 	server, err := wait(d.serverConn, "the server's OnOpen")
 	if err != nil {
 		return err
 	}
-	say("server: accepted a connection from %s", server.RemoteAddr())
+	say("server: accepted a connection from %s%s", server.RemoteAddr(), describeUser(server))
+	wantUser := ""
+	if secure {
+		wantUser = user
+	}
+	if client.User() != wantUser || server.User() != wantUser {
+		return fmt.Errorf("the connection's user is %q on the client and %q on the server, want %q", client.User(), server.User(), wantUser)
+	}
+
+	if secure {
+		if err := d.refusals(ctx, ln.Addr().String(), key); err != nil {
+			return err
+		}
+	}
 
 	say("== a call each way")
 	reply, err := d.call(ctx, client, "client", "server", "", Msg{"add", []any{2, 3}})
@@ -510,6 +625,9 @@ func run() error {
 		return err
 	}
 	say("server: OnClose: %v", reason)
+	if !errors.Is(reason, bokbok.ErrShutdown) {
+		return fmt.Errorf("the server's connection closed with %v", reason)
+	}
 	serveErr, err := wait(d.served, "Serve to return")
 	if err != nil {
 		return err

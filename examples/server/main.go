@@ -3,6 +3,14 @@
 //	go run ./examples/server                       # listens on localhost:7070
 //	go run ./examples/server -addr ./bokbok.sock   # or on a Unix socket
 //
+// It runs in secure mode: it knows one user (-user, default "demo") and
+// that user's key, given with -key (the key's text form) or -key-file (a
+// file holding it). Without either, it generates a key and prints the
+// command that runs the client with it. Clients must use the same -realm.
+// With -insecure it accepts only insecure clients, with no keys at all.
+// Run it with -v to see refused clients (wrong key, unknown user, wrong
+// mode) in its log.
+//
 // It serves these methods, each a message {method, args}:
 //
 //	add [numbers...]   the sum of the numbers
@@ -40,8 +48,13 @@ type Msg struct {
 }
 
 func main() {
-	addr := flag.String("addr", "localhost:7070", `address to listen on: "host:port", or a Unix socket path such as "./bokbok.sock"`)
-	verbose := flag.Bool("v", false, "log the library's debug records too")
+	addr := flag.String("addr", defaultAddr, `address to listen on: "host:port", or a Unix socket path such as "./bokbok.sock"`)
+	insecure := flag.Bool("insecure", false, "accept insecure clients only: no keys, nothing encrypted")
+	user := flag.String("user", defaultUser, "the user name clients authenticate as")
+	keyText := flag.String("key", "", "the user's key, in its text form (44 characters of base64); see -key-file")
+	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form; without -key or -key-file, a new key is generated and printed")
+	realm := flag.String("realm", defaultRealm, "the realm: a name for this server that clients must use too")
+	verbose := flag.Bool("v", false, "log the library's debug records too (such as refused clients)")
 	flag.Parse()
 
 	log.SetFlags(log.Ltime)
@@ -76,9 +89,40 @@ func main() {
 		},
 		OnOpen: func(c *bokbok.Conn) error {
 			ids.Store(c, nextID.Add(1))
-			log.Printf("connection %s opened from %s", name(c), peerAddr(c))
+			if c.User() != "" {
+				log.Printf("connection %s opened from %s, authenticated as user %q", name(c), peerAddr(c), c.User())
+			} else {
+				log.Printf("connection %s opened from %s (insecure)", name(c), peerAddr(c))
+			}
 			return nil
 		},
+	}
+
+	if !*insecure {
+		if *user == "" || len(*user) > 255 {
+			log.Fatalf("-user must be 1 to 255 bytes")
+		}
+		if len(*realm) > 255 {
+			log.Fatalf("-realm must be at most 255 bytes")
+		}
+		key, generated, err := loadKey(*keyText, *keyFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if generated {
+			printClientCommand(key, *addr, *user, *realm)
+		}
+		// One user. A real server would look users up in its own store;
+		// it returns false for an unknown user, and the client then gets
+		// the same error as one with a wrong key.
+		knownUser := *user
+		srv.UserKey = func(user string) (bokbok.Key, bool) {
+			if user != knownUser {
+				return bokbok.Key{}, false
+			}
+			return key, true
+		}
+		srv.Realm = *realm
 	}
 
 	ln, err := bokbok.Listen(*addr)
@@ -87,7 +131,11 @@ func main() {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Printf("listening on %s; Ctrl-C to stop", ln.Addr())
+	if *insecure {
+		log.Printf("listening on %s (insecure); Ctrl-C to stop", ln.Addr())
+	} else {
+		log.Printf("listening on %s (secure: user %q, realm %q); Ctrl-C to stop", ln.Addr(), *user, *realm)
+	}
 
 	select {
 	case <-ctx.Done():
@@ -105,6 +153,69 @@ func main() {
 		log.Fatalf("serve: %v", err)
 	}
 	log.Printf("stopped")
+}
+
+// The defaults, which examples/client shares.
+const (
+	defaultAddr  = "localhost:7070"
+	defaultUser  = "demo"
+	defaultRealm = "bokbok-example"
+)
+
+// loadKey returns the key given by -key or -key-file or, if neither was
+// given, a new one (generated is then true).
+func loadKey(text, file string) (key bokbok.Key, generated bool, err error) {
+	switch {
+	case text != "" && file != "":
+		return key, false, errors.New("give -key or -key-file, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return key, false, fmt.Errorf("reading the key: %w", err)
+		}
+		// A key file is the key's text form, perhaps with a newline.
+		key, err = bokbok.ParseKey(strings.TrimSpace(string(b)))
+		if err != nil {
+			return key, false, fmt.Errorf("%s: %w", file, err)
+		}
+		return key, false, nil
+	case text != "":
+		key, err = bokbok.ParseKey(text)
+		return key, false, err
+	}
+	key, err = bokbok.GenerateKey()
+	return key, true, err
+}
+
+// printClientCommand prints a generated key and how to run the client
+// with it.
+func printClientCommand(key bokbok.Key, addr, user, realm string) {
+	text, err := key.MarshalText()
+	if err != nil {
+		log.Fatal(err)
+	}
+	args := []string{"go", "run", "./examples/client"}
+	if addr != defaultAddr {
+		args = append(args, "-addr", shellQuote(addr))
+	}
+	args = append(args, "-user", shellQuote(user))
+	if realm != defaultRealm {
+		args = append(args, "-realm", shellQuote(realm))
+	}
+	args = append(args, "-key", string(text))
+	log.Printf("no -key or -key-file given: generated a key for user %q:", user)
+	log.Printf("    %s", text)
+	log.Printf("run the client with it:")
+	log.Printf("    %s", strings.Join(args, " "))
+	log.Printf("(or save the key in a file, and give -key-file FILE to both)")
+}
+
+// shellQuote quotes s for a POSIX shell if it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@+=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // serve handles one request or notification from connection conn.
