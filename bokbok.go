@@ -28,6 +28,7 @@ package bokbok
 import (
 	"context"
 	"net"
+	"time"
 )
 
 // Dial connects to addr (see ParseAddr for the forms it accepts) and opens
@@ -83,6 +84,9 @@ func (c *Conn) open(ctx context.Context, op opening, accept func(*Conn) error) e
 	c.start()
 	if accept != nil {
 		if err := accept(c); err != nil {
+			if c.rw != nil { // a deliberate close: tell the peer it is not a cut
+				c.rw.close(time.Now().Add(closeRecordTimeout))
+			}
 			c.fail(err)
 			<-c.done
 			return err

@@ -230,7 +230,10 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	if err == nil {
 		c.sendq.close(closedError(ErrShutdown))
 		if c.rw != nil {
-			d, _ := ctx.Deadline() // zero if none
+			d, ok := ctx.Deadline()
+			if !ok {
+				d = time.Now().Add(c.cfg.HandshakeTimeout) // some bound on a write to a peer that stopped reading
+			}
 			err = c.rw.close(d)
 		}
 	}

@@ -55,7 +55,7 @@ var handshakePayload = []byte{0}
 // handshake waits for it before returning.
 func (c *Conn) handshake(ctx context.Context, op opening) (err error) {
 	nc := c.nc
-	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
+	deadline := c.epoch.Add(c.cfg.HandshakeTimeout) // from accept, including any wait for a handshake slot
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -186,8 +186,10 @@ func (c *Conn) openSecureClient(aw *asyncWriter, op opening) error {
 	if len(m2) == 0 {
 		return fmt.Errorf("%w: the server refused user %q in realm %q (unknown user or wrong key)", ErrAuth, user, realm)
 	}
-	if _, err := ns.readMessage2(m2); err != nil {
+	if p, err := ns.readMessage2(m2); err != nil {
 		return fmt.Errorf("%w: the server did not prove it knows the key of user %q (%v)", ErrAuth, user, err)
+	} else if len(p) != len(handshakePayload) {
+		return protocolErrorf("handshake message 2 payload of %d bytes, want %d", len(p), len(handshakePayload))
 	}
 	toServer, toClient := ns.split()
 	c.startRecords(aw, toServer, toClient, dirClientToServer, dirServerToClient)
@@ -228,8 +230,11 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening) error {
 		return err
 	}
 	defer ns.wipe()
-	_, err = ns.readMessage1(&key, m1)
+	p, err := ns.readMessage1(&key, m1)
 	clear(key[:])
+	if err == nil && len(p) != len(handshakePayload) {
+		err = errors.New("message 1 payload of the wrong size")
+	}
 	var m2 []byte
 	if err == nil {
 		m2, err = ns.writeMessage2(handshakePayload)

@@ -68,6 +68,9 @@ func readPreamble(r io.Reader, mode byte) error {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return &ProtocolError{Reason: "truncated preamble", Err: err}
 		}
+		if errors.Is(err, io.EOF) {
+			return &ProtocolError{Reason: "the peer closed the connection before sending its preamble", Err: err}
+		}
 		return fmt.Errorf("bokbok: reading preamble: %w", err)
 	}
 	return checkPreamble(pre[:], mode)

@@ -749,7 +749,7 @@ func TestWireHandshakeRejects(t *testing.T) {
 		{name: "truncated preamble", peer: []byte("bok"), closeThen: true,
 			wantIs: []error{ErrProtocol, io.ErrUnexpectedEOF}, wantMsg: "truncated preamble"},
 		{name: "nothing at all", closeThen: true,
-			wantIs: []error{io.EOF}, wantMsg: "reading preamble"},
+			wantIs: []error{io.EOF, ErrProtocol}, wantMsg: "closed the connection before sending its preamble"},
 		{name: "wrong version 2", peer: pre(2, modeInsecure),
 			wantIs: []error{ErrVersion}, wantMsg: "peer speaks version 2, this side speaks version 1"},
 		{name: "wrong version 0", peer: pre(0, modeInsecure),

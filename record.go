@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/nacl/secretbox"
@@ -58,7 +57,7 @@ func recordNonce(n uint64, dir byte) *[24]byte {
 // bytes and seals them when a record is full or on Flush, so the frames the
 // writer goroutine flushes together travel in one record.
 type recordWriter struct {
-	mu   sync.Mutex // guards everything below: the writer goroutine, and a closing Conn
+	lock chan struct{} // a token held while using the fields below: by the writer goroutine, or a closing Conn
 	w    io.Writer
 	key  Key
 	dir  byte
@@ -69,13 +68,35 @@ type recordWriter struct {
 }
 
 func newRecordWriter(w io.Writer, key Key, dir byte) *recordWriter {
-	return &recordWriter{w: w, key: key, dir: dir}
+	return &recordWriter{w: w, key: key, dir: dir, lock: make(chan struct{}, 1)}
+}
+
+func (rw *recordWriter) acquire() { rw.lock <- struct{}{} }
+func (rw *recordWriter) release() { <-rw.lock }
+
+// acquireBy waits for the lock until deadline, and reports whether it got
+// it. The writer goroutine holds the lock while a write is blocked on the
+// network; a closing connection waits only so long for it.
+func (rw *recordWriter) acquireBy(deadline time.Time) bool {
+	select {
+	case rw.lock <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case rw.lock <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // Write adds p to the stream, sealing full records as it goes.
 func (rw *recordWriter) Write(p []byte) (int, error) {
-	rw.mu.Lock()
-	defer rw.mu.Unlock()
+	rw.acquire()
+	defer rw.release()
 	n := len(p)
 	for len(p) > 0 {
 		if len(rw.pt) == 0 {
@@ -100,8 +121,8 @@ func (rw *recordWriter) Write(p []byte) (int, error) {
 
 // Flush seals what is buffered and writes all sealed records.
 func (rw *recordWriter) Flush() error {
-	rw.mu.Lock()
-	defer rw.mu.Unlock()
+	rw.acquire()
+	defer rw.release()
 	if len(rw.pt) > 0 {
 		if err := rw.sealLocked(); err != nil {
 			return err
@@ -135,18 +156,18 @@ func (rw *recordWriter) writeOutLocked() error {
 }
 
 // close writes what is buffered and a CLOSE record, then allows no more
-// writes. It gives up without writing if the writer is busy (a write is
-// blocked on the network) or the write takes longer than until deadline
-// (when the writer is a net.Conn).
+// writes. It gives up if the writer goroutine stays busy (a write blocked
+// on the network) until deadline, or if its own write takes longer (when
+// the writer is a net.Conn).
 func (rw *recordWriter) close(deadline time.Time) error {
-	if !rw.mu.TryLock() {
+	if !rw.acquireBy(deadline) {
 		return errors.New("bokbok: writer busy; no close record sent")
 	}
-	defer rw.mu.Unlock()
+	defer rw.release()
 	if rw.done {
 		return nil
 	}
-	if d, ok := rw.w.(interface{ SetWriteDeadline(time.Time) error }); ok && !deadline.IsZero() {
+	if d, ok := rw.w.(interface{ SetWriteDeadline(time.Time) error }); ok {
 		d.SetWriteDeadline(deadline)
 	}
 	if len(rw.pt) > 0 {
@@ -164,10 +185,10 @@ func (rw *recordWriter) close(deadline time.Time) error {
 
 // wipe clears the key; the writer seals nothing afterwards.
 func (rw *recordWriter) wipe() {
-	rw.mu.Lock()
+	rw.acquire()
 	clear(rw.key[:])
 	rw.done = true
-	rw.mu.Unlock()
+	rw.release()
 }
 
 // recordReader opens records and serves their content as a byte stream.
