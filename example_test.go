@@ -51,6 +51,50 @@ func Example() {
 	// bokbok: server closed
 }
 
+// Dial opens a connection; Request sends a message and waits for the
+// reply, which Decode unpacks. Decoded into an any, a MessagePack map is a
+// map[string]any and an integer an int64.
+func ExampleDial() {
+	ctx := context.Background()
+	srv := &bokbok.Server{Config: bokbok.Config{
+		Handler: bokbok.HandlerFunc(func(ctx context.Context, req *bokbok.Request) (any, error) {
+			var name string
+			if err := req.Decode(&name); err != nil {
+				return nil, err
+			}
+			return map[string]any{"greeting": "hello, " + name, "length": len(name)}, nil
+		}),
+	}}
+	ln, err := bokbok.Listen("127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown(ctx)
+
+	// A nil Config: an insecure connection, all defaults, and no Handler
+	// (this side serves no requests).
+	conn, err := bokbok.Dial(ctx, ln.Addr().String(), nil)
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+
+	resp, err := conn.Request(ctx, "gopher")
+	if err != nil {
+		panic(err)
+	}
+	var reply map[string]any
+	if err := resp.Decode(&reply); err != nil {
+		panic(err)
+	}
+	fmt.Println(reply)
+	fmt.Printf("%T\n", reply["length"])
+	// Output:
+	// map[greeting:hello, gopher length:6]
+	// int64
+}
+
 // Calls with typed messages: structs travel as MessagePack maps keyed by
 // their field names (or `msgpack` tags).
 func ExampleConn_Call() {

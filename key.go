@@ -86,7 +86,7 @@ func (k Key) Format(f fmt.State, verb rune) { io.WriteString(f, redactedKey) }
 func (k Key) LogValue() slog.Value { return slog.StringValue(redactedKey) }
 
 // Equal reports whether k and other are the same key, in constant time.
-func (k *Key) Equal(other *Key) bool { return subtle.ConstantTimeCompare(k[:], other[:]) == 1 }
+func (k Key) Equal(other Key) bool { return subtle.ConstantTimeCompare(k[:], other[:]) == 1 }
 
 // Argon2id parameters of PassphraseToKey: RFC 9106's second recommended
 // option (t=3 passes, 64 MiB of memory, 4 lanes, 32-byte tag).

@@ -113,7 +113,7 @@ func TestKeyStaysOutOfLogs(t *testing.T) {
 	}
 	back, err := ParseKey(string(text))
 	require.NoError(t, err)
-	require.True(t, back.Equal(&k))
+	require.True(t, back.Equal(k))
 }
 
 func TestParseKeyRejects(t *testing.T) {
