@@ -39,8 +39,11 @@ type Response struct {
 }
 
 // Decode decodes the reply into out, which must be a pointer, as
-// msgpack.Unmarshal would. Maps decoded into an interface value become
-// map[string]any; integers become int64 or uint64.
+// msgpack.Unmarshal would. Decoded into an interface value, maps become
+// map[string]any, integers int64 or uint64, floats float64, and MessagePack
+// strings and binary values both become Go strings (decode into a []byte,
+// or a msgpack.RawMessage to pass a value on unchanged, to keep binary
+// values binary).
 func (r *Response) Decode(out any) error { return decodeValue(r.raw, out) }
 
 // Raw returns the reply's msgpack encoding. The caller must not modify it.
