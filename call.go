@@ -107,8 +107,8 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 	select {
 	case <-cl.done:
 		if cl.err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err() // our own deadline or cancellation came first
+			if err := ctxErrNow(ctx); err != nil {
+				return nil, err // our own deadline or cancellation came first
 			}
 			return nil, cl.err
 		}
@@ -117,6 +117,18 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 		c.abandon(cl, timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded))
 		return nil, ctx.Err()
 	}
+}
+
+// ctxErrNow is ctx.Err(), except that a deadline already past counts even
+// before ctx's timer has fired.
+func ctxErrNow(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // Call sends msg like Request and decodes the reply into out (a pointer;

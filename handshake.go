@@ -56,8 +56,9 @@ var handshakePayload = []byte{0}
 func (c *Conn) handshake(ctx context.Context, op opening) (err error) {
 	nc := c.nc
 	deadline := c.epoch.Add(c.cfg.HandshakeTimeout) // from accept, including any wait for a handshake slot
+	ctxDeadline := false
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+		deadline, ctxDeadline = d, true
 	}
 	if err := nc.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("bokbok: handshake: %w", err)
@@ -66,13 +67,15 @@ func (c *Conn) handshake(ctx context.Context, op opening) (err error) {
 	defer func() {
 		if !stop() || ctx.Err() != nil {
 			err = ctx.Err() // cancellation, not the deadline we forced, is the reason
+		} else if errors.Is(err, os.ErrDeadlineExceeded) && ctxDeadline {
+			err = context.DeadlineExceeded // ctx's deadline, reached before its own timer fired
 		} else if errors.Is(err, os.ErrDeadlineExceeded) {
 			err = fmt.Errorf("%w after %v", ErrHandshakeTimeout, c.cfg.HandshakeTimeout)
 		}
 		if err == nil {
 			err = nc.SetDeadline(time.Time{})
 		}
-		if err != nil && !isBokbokError(err) && err != ctx.Err() {
+		if err != nil && !isBokbokError(err) && err != ctx.Err() && err != context.DeadlineExceeded {
 			err = fmt.Errorf("bokbok: handshake: %w", err) // a network error: say where it happened
 		}
 	}()

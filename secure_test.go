@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 
@@ -122,4 +123,25 @@ func TestParseKeyRejects(t *testing.T) {
 		require.Error(t, err, "%q", in)
 		require.Contains(t, err.Error(), "bokbok: bad key")
 	}
+}
+
+// TestServerOnRefused: a server hears about the connections it refused,
+// with the reason, and OnOpen never sees them.
+func TestServerOnRefused(t *testing.T) {
+	alice, other := mustKey(t), mustKey(t)
+	refused := make(chan error, 2)
+	srv := secureServer(map[string]Key{"alice": alice}, Config{})
+	srv.OnRefused = func(remote net.Addr, err error) { refused <- err }
+	srv.OnOpen = func(*Conn) error { t.Error("OnOpen ran for a refused client"); return nil }
+	ln, err := Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(ln)
+	defer func() { srv.Close(); srv.Wait() }()
+
+	_, err = Dial(testCtx(t), ln.Addr().String(), &Config{Key: &other, User: "alice"})
+	require.ErrorIs(t, err, ErrAuth)
+	require.ErrorIs(t, <-refused, ErrAuth)
+	_, err = Dial(testCtx(t), ln.Addr().String(), nil)
+	require.ErrorIs(t, err, ErrMode)
+	require.ErrorIs(t, <-refused, ErrMode)
 }

@@ -41,6 +41,15 @@ type Server struct {
 	// which refuses secure clients.
 	UserKey func(user string) (key Key, ok bool)
 
+	// OnRefused, if set, is called when a connection that Serve accepted
+	// does not open: its handshake failed (an error matching ErrAuth,
+	// ErrMode, ErrVersion, ErrHandshakeTimeout, or a *ProtocolError) or
+	// OnOpen refused it. remote is the client's address. It runs on the
+	// connection's own goroutine, and not for connections refused because
+	// the server is shutting down. (ServeConn returns such errors to its
+	// caller instead.)
+	OnRefused func(remote net.Addr, err error)
+
 	// MaxHandshakes limits how many connections may be in their opening
 	// handshake at once; further connections wait for a slot within their
 	// own handshake timeout, and are closed when it passes. Together with
@@ -130,6 +139,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) (*Conn, error) {
 func (s *Server) serveConn(c *Conn) {
 	if err := s.openConn(context.Background(), c); err != nil {
 		c.log.Debug("bokbok: connection not opened", "remote", c.nc.RemoteAddr(), "err", err)
+		if s.OnRefused != nil && !s.isClosed() {
+			s.OnRefused(c.nc.RemoteAddr(), err)
+		}
 	}
 }
 
@@ -192,6 +204,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil { // connections were cut at the deadline
+		s.Close()
+		return err
+	}
 	select {
 	case <-s.idleChan():
 		return nil

@@ -1,0 +1,99 @@
+// Command bokbok pokes at bokbok services and makes keys:
+//
+//	bokbok keygen                       print a new random key
+//	bokbok passphrase --realm R --user U
+//	                                    derive a key from a passphrase
+//	bokbok serve --listen ADDR [--keys FILE | --insecure]
+//	                                    run a small inspection server
+//	bokbok call ADDR MESSAGE [flags]    send one request (JSON in, JSON out)
+//	bokbok ping ADDR [flags]            measure round trips
+//	bokbok load ADDR [flags]            run concurrent callers, report rates
+//
+// Run "bokbok help COMMAND" or "bokbok COMMAND --help" for a command's
+// flags. Install with
+//
+//	go install github.com/bokbok-go/bokbok/cmd/bokbok@latest
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitRemote  = 1 // the peer answered with an error
+	exitConnect = 2 // could not connect, authenticate, or the connection failed
+	exitUsage   = 64
+)
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, env *env, args []string) int
+}
+
+// env is what a command may touch: its streams and its standard input.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func commands() []command {
+	return []command{
+		{"keygen", "print a new random key in its text form", runKeygen},
+		{"passphrase", "derive a key from a passphrase (argon2id)", runPassphrase},
+		{"serve", "run a small inspection server (echo, ping, info)", runServe},
+		{"call", "send one request given as JSON and print the reply as JSON", runCall},
+		{"ping", "measure round trips to a bokbok peer", runPing},
+		{"load", "run concurrent callers and report calls/s and latency", runLoad},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches to a subcommand and returns the exit code. ctx ends on
+// SIGINT or SIGTERM.
+func run(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" && len(args) == 1 {
+		usage(e.stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	name, rest := args[0], args[1:]
+	if name == "help" {
+		name, rest = args[1], []string{"--help"}
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(ctx, e, rest)
+		}
+	}
+	fmt.Fprintf(e.stderr, "bokbok: unknown command %q; run \"bokbok help\" for the list\n", name)
+	return exitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "bokbok: talk to bokbok services and make keys.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Usage: bokbok COMMAND [arguments] [flags]")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, `Run "bokbok COMMAND --help" for a command's arguments and flags.`)
+}
