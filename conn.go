@@ -31,8 +31,7 @@ type Conn struct {
 	peer  settings // the peer's SETTINGS; read-only after the handshake
 	br    *bufio.Reader
 	fr    frameReader
-	rec   frameSink     // where the writer goroutine writes frames: a bufio.Writer or the record writer
-	rw    *recordWriter // secure mode: the record writer (also rec)
+	rw    *recordWriter // secure mode: the record writer
 	rr    *recordReader // secure mode: the record reader (also fr.r)
 	sendq *sendQueue
 
@@ -78,9 +77,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		user:       user,
-		br:         bufio.NewReaderSize(nc, 16<<10),
-		rec:        bufio.NewWriterSize(nc, 32<<10),
-		sendq:      newSendQueue(cfg.SendQueueBytes),
+		br:         bufio.NewReaderSize(nc, 4<<10),
 		ctx:        ctx,
 		cancel:     cancel,
 		done:       make(chan struct{}),
@@ -90,6 +87,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		epoch:      time.Now(),
 	}
 	c.fr.r = c.br
+	c.sendq = newSendQueue(cfg.SendQueueBytes, c.writeLoop, &c.loops)
 	c.sendq.overflow = c.fail
 	c.in.init(c)
 	return c
@@ -100,9 +98,8 @@ func (c *Conn) start() {
 	c.notifyLimit = int(c.peer.NotifyWindow)
 	c.running.Store(true)
 	c.touch()
-	c.loops.Add(2)
-	go c.writeLoop()
-	go c.readLoop()
+	c.loops.Add(1)
+	go c.readLoop() // the writer starts when there is something to write
 	c.startKeepalive()
 	c.log.Debug("bokbok: connection open", "remote", c.nc.RemoteAddr(), "user", c.user)
 }
@@ -161,8 +158,8 @@ func (c *Conn) fail(cause error) {
 	}
 	c.mu.Unlock()
 
+	c.sendq.close(c.err) // first: handlers that see the cancel below send nothing more
 	c.cancel()
-	c.sendq.close(c.err)
 	if c.rw != nil && c.started() && (cause == nil || errors.Is(cause, io.EOF) || errors.Is(cause, ErrShutdown)) {
 		// A deliberate close of a secure connection (ours, or in answer to
 		// the peer's CLOSE): tell the peer it is a close, not a cut, if the

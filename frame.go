@@ -119,18 +119,28 @@ func parseFrameHeader(b []byte) (frameHeader, error) {
 	return h, nil
 }
 
-// frameReader reads frames from a byte stream. Its payload buffer is reused:
-// a payload is valid only until the next call to next.
+// frameReader reads frames from a byte stream. A payload is valid only
+// until the next call to next: it lives in a buffer borrowed from bufPool,
+// which next gives back before it waits for the following frame.
 type frameReader struct {
-	r   io.Reader
-	hdr [frameHeaderSize]byte
-	buf []byte // allocated on the first frame with a payload, then reused
+	r    io.Reader
+	hdr  [frameHeaderSize]byte
+	held *[]byte // the borrowed buffer of the last payload, or nil
+}
+
+// release gives back the last payload's buffer.
+func (fr *frameReader) release() {
+	if fr.held != nil {
+		putBuf(fr.held)
+		fr.held = nil
+	}
 }
 
 // next reads one frame. A stream that ends cleanly between frames gives
 // io.EOF; one that ends inside a frame gives a *ProtocolError wrapping
 // io.ErrUnexpectedEOF.
 func (fr *frameReader) next() (frameHeader, []byte, error) {
+	fr.release()
 	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return frameHeader{}, nil, &ProtocolError{Reason: "truncated frame header", Err: err}
@@ -144,10 +154,8 @@ func (fr *frameReader) next() (frameHeader, []byte, error) {
 	if h.length == 0 {
 		return h, nil, nil
 	}
-	if fr.buf == nil {
-		fr.buf = make([]byte, maxFramePayload)
-	}
-	p := fr.buf[:h.length]
+	fr.held = getBuf()
+	p := (*fr.held)[:h.length]
 	if _, err := io.ReadFull(fr.r, p); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return h, nil, &ProtocolError{Reason: "truncated " + h.kind.String() + " frame", Err: io.ErrUnexpectedEOF}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -46,7 +47,11 @@ func (w *robWire) control(kind frameKind, id uint32) *robWire {
 }
 
 func (w *robWire) bytes() []byte {
-	q := newSendQueue(1 << 30)
+	// The queue starts a "writer" on the first push; this one only exits,
+	// and the loop below takes the frames instead.
+	var writers sync.WaitGroup
+	defer writers.Wait()
+	q := newSendQueue(1<<30, writers.Done, &writers)
 	for _, m := range w.msgs {
 		q.pushSmall(m)
 	}

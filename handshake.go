@@ -163,7 +163,6 @@ func securePrologue(realm, user string) []byte {
 func (c *Conn) startRecords(w io.Writer, send, recv Key, sendDir, recvDir byte) {
 	c.rw = newRecordWriter(w, send, sendDir)
 	c.rr = newRecordReader(c.br, recv, recvDir)
-	c.rec = c.rw
 	c.fr.r = c.rr
 }
 

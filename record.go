@@ -183,6 +183,22 @@ func (rw *recordWriter) close(deadline time.Time) error {
 	return rw.writeOutLocked()
 }
 
+// shrink gives up large buffers while the connection is idle; small ones
+// are kept for the next burst.
+func (rw *recordWriter) shrink() {
+	rw.acquire()
+	if cap(rw.pt) > keptRecordBuf {
+		rw.pt = nil
+	}
+	if cap(rw.out) > keptRecordBuf {
+		rw.out = nil
+	}
+	rw.release()
+}
+
+// keptRecordBuf is the largest record-writer buffer an idle connection keeps.
+const keptRecordBuf = 4 << 10
+
 // wipe clears the key; the writer seals nothing afterwards.
 func (rw *recordWriter) wipe() {
 	rw.acquire()
@@ -193,16 +209,17 @@ func (rw *recordWriter) wipe() {
 
 // recordReader opens records and serves their content as a byte stream.
 // It is used by one goroutine at a time (the handshake, then the reader).
+// Its buffers are borrowed from bufPool for one record at a time and given
+// back before it waits for the next record.
 type recordReader struct {
-	r      io.Reader
-	key    Key
-	dir    byte
-	n      uint64 // counter of the next record
-	hdr    [recordLenSize]byte
-	sealed []byte // reused; at most maxSealedRecord
-	plain  []byte // reused
-	rest   []byte // content not yet read
-	err    error  // sticky: once a read fails, every later read fails so
+	r     io.Reader
+	key   Key
+	dir   byte
+	n     uint64 // counter of the next record
+	hdr   [recordLenSize]byte
+	plain *[]byte // borrowed: the opened record that rest points into, or nil
+	rest  []byte  // content not yet read
+	err   error   // sticky: once a read fails, every later read fails so
 }
 
 func newRecordReader(r io.Reader, key Key, dir byte) *recordReader {
@@ -221,8 +238,17 @@ func (rr *recordReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// release gives back the borrowed buffer.
+func (rr *recordReader) release() {
+	if rr.plain != nil {
+		putBuf(rr.plain)
+		rr.plain, rr.rest = nil, nil
+	}
+}
+
 // next reads and opens one record.
 func (rr *recordReader) next() error {
+	rr.release()
 	if _, err := io.ReadFull(rr.r, rr.hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return ErrTruncated
@@ -233,10 +259,9 @@ func (rr *recordReader) next() error {
 	if size < minSealedRecord || size > maxSealedRecord {
 		return protocolErrorf("record length %d outside %d..%d", size, minSealedRecord, maxSealedRecord)
 	}
-	if rr.sealed == nil {
-		rr.sealed = make([]byte, maxSealedRecord)
-	}
-	sealed := rr.sealed[:size]
+	sealedBuf := getBuf()
+	defer putBuf(sealedBuf)
+	sealed := (*sealedBuf)[:size]
 	if _, err := io.ReadFull(rr.r, sealed); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return ErrTruncated
@@ -246,12 +271,12 @@ func (rr *recordReader) next() error {
 	if rr.n == maxRecordCounter {
 		return ErrNonceExhausted
 	}
-	plain, ok := secretbox.Open(rr.plain[:0], sealed, recordNonce(rr.n, rr.dir), (*[32]byte)(&rr.key))
+	rr.plain = getBuf()
+	plain, ok := secretbox.Open((*rr.plain)[:0], sealed, recordNonce(rr.n, rr.dir), (*[32]byte)(&rr.key))
 	if !ok {
 		return protocolErrorf("record %d failed authentication (corrupted, forged, replayed or out of order)", rr.n)
 	}
 	rr.n++
-	rr.plain = plain
 	switch {
 	case plain[0] == recordData && len(plain) > 1:
 		rr.rest = plain[1:]
@@ -262,5 +287,9 @@ func (rr *recordReader) next() error {
 	return protocolErrorf("record of type 0x%02x with %d content bytes", plain[0], len(plain)-1)
 }
 
-// wipe clears the key. Only after the reader has stopped.
-func (rr *recordReader) wipe() { clear(rr.key[:]) }
+// wipe clears the key and gives back the buffer. Only after the reader
+// has stopped.
+func (rr *recordReader) wipe() {
+	clear(rr.key[:])
+	rr.release()
+}

@@ -16,6 +16,7 @@ import (
 // reason, it closes the connection and runs the closer.
 func (c *Conn) readLoop() {
 	defer func() {
+		c.fr.release()
 		c.loops.Done()
 		c.closer()
 	}()

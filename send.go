@@ -1,6 +1,7 @@
 package bokbok
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"sync"
@@ -8,7 +9,10 @@ import (
 
 // The send side: every goroutine that sends (callers, handlers replying, the
 // reader answering pings) puts its frames on the connection's sendQueue; one
-// writer goroutine (writeLoop) takes them off and writes them. Control
+// writer goroutine (writeLoop) takes them off and writes them. The writer
+// runs only while there is something to write: the push that finds it
+// stopped starts it, and it stops when the queue is empty and flushed, so
+// an idle connection has no writer goroutine and no write buffer. Control
 // frames go first. Messages are cut into frames of at most 64 KiB taken
 // round-robin, one frame per message per turn, so a small message never
 // waits behind more than one frame of each large message ahead of it.
@@ -30,9 +34,10 @@ type outMsg struct {
 
 // sendQueue is the queue between senders and the writer.
 type sendQueue struct {
-	limit    int           // SendQueueBytes; read-only
-	wake     chan struct{} // capacity 1: a token means "there may be work"
-	overflow func(error)   // called (without q.mu) when unbudgeted bytes pile up; read-only
+	limit    int             // SendQueueBytes; read-only
+	writer   func()          // the writer goroutine's body; read-only
+	loops    *sync.WaitGroup // counts the writer goroutine; read-only
+	overflow func(error)     // called (without q.mu) when unbudgeted bytes pile up; read-only
 
 	mu      sync.Mutex    // guards the fields below
 	err     error         // set once the connection closes; queue refuses work
@@ -44,18 +49,28 @@ type sendQueue struct {
 	space   chan struct{} // closed when budget is released or the queue closes
 	waiters int           // goroutines waiting on space
 	goAway  bool          // GOAWAY is queued: new requests and notifications are refused
+	running bool          // a writer goroutine is running
 	writing bool          // the writer holds frames it has not flushed yet
 	flushed chan struct{} // non-nil while waitIdle waits; closed when all is written
 }
 
-func newSendQueue(limit int) *sendQueue {
-	return &sendQueue{limit: limit, wake: make(chan struct{}, 1), space: make(chan struct{})}
+func newSendQueue(limit int, writer func(), loops *sync.WaitGroup) *sendQueue {
+	return &sendQueue{limit: limit, writer: writer, loops: loops, space: make(chan struct{})}
 }
 
-func (q *sendQueue) signal() {
-	select {
-	case q.wake <- struct{}{}:
-	default:
+// unlockAndKick releases q.mu, starting the writer goroutine first if there
+// is work and none runs. The writer is counted in q.loops while q.mu is
+// held, so a closing connection, which closes the queue under q.mu before
+// it waits on loops, always waits for it.
+func (q *sendQueue) unlockAndKick() {
+	start := q.err == nil && !q.running && (len(q.ctrl) > 0 || len(q.msgs) > 0)
+	if start {
+		q.running = true
+		q.loops.Add(1)
+	}
+	q.mu.Unlock()
+	if start {
+		go q.writer()
 	}
 }
 
@@ -88,13 +103,12 @@ func (q *sendQueue) pushSmall(m *outMsg) {
 	q.unlockAndWake()
 }
 
-// unlockAndWake releases q.mu, wakes the writer, and reports an overflow
-// of unbudgeted bytes.
+// unlockAndWake releases q.mu, starts the writer if needed, and reports
+// an overflow of unbudgeted bytes.
 func (q *sendQueue) unlockAndWake() {
 	over := q.err == nil && q.extra > maxExtra
 	n := q.extra
-	q.mu.Unlock()
-	q.signal()
+	q.unlockAndKick()
 	if over && q.overflow != nil {
 		q.overflow(fmt.Errorf("bokbok: peer is not reading: %d bytes of control frames and refusals are waiting to be written", n))
 	}
@@ -140,8 +154,7 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 	m.credit = need
 	q.queued += need
 	q.msgs = append(q.msgs, m)
-	q.mu.Unlock()
-	q.signal()
+	q.unlockAndKick()
 	return nil
 }
 
@@ -159,8 +172,7 @@ func (q *sendQueue) pushGoAway() bool {
 		q.goAway = true
 		q.msgs = append(q.msgs, &outMsg{kind: kindGoAway})
 	}
-	q.mu.Unlock()
-	q.signal()
+	q.unlockAndKick()
 	return first
 }
 
@@ -256,18 +268,21 @@ func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dat
 	return ctrl, frames, ok
 }
 
-// wrote tells the queue the writer has flushed everything it took.
-func (q *sendQueue) wrote() {
+// park stops the writer if there is nothing left to write (or the queue
+// is closed), telling waitIdle that all is written. It reports whether the
+// writer should exit; if work arrived meanwhile, it goes on.
+func (q *sendQueue) park() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.ctrl) > 0 || len(q.msgs) > 0 {
-		return // more to write; the writer has a wake token for it
+	if q.err == nil && (len(q.ctrl) > 0 || len(q.msgs) > 0) {
+		return false
 	}
-	q.writing = false
+	q.writing, q.running = false, false
 	if q.flushed != nil {
 		close(q.flushed)
 		q.flushed = nil
 	}
+	return true
 }
 
 // waitIdle waits until everything queued so far has been written and
@@ -305,57 +320,74 @@ func (q *sendQueue) close(err error) {
 	close(q.space)
 }
 
-// writeLoop is the connection's only writer. It runs until the connection
-// closes or a write fails (which closes the connection).
+// writeLoop is the connection's only writer, started by unlockAndKick. It
+// writes until the queue is empty, flushes, and exits; or until a write
+// fails (which closes the connection). It borrows its write buffer for
+// its lifetime.
 func (c *Conn) writeLoop() {
 	defer c.loops.Done()
+	sink, giveBack := c.borrowSink()
+	defer giveBack()
 	var (
 		spare  []byte
 		frames []dataFrame
+		dirty  bool // written and not yet flushed
 	)
 	for {
-		select {
-		case <-c.sendq.wake:
-		case <-c.ctx.Done():
-			return
-		}
-		wrote := false
-		for {
-			var ctrl []byte
-			var ok bool
-			ctrl, frames, ok = c.sendq.take(spare, frames[:0])
-			spare = ctrl // the queue gets it back at the next take, after it is written
-			if !ok {
-				break
-			}
-			wrote = true
-			if err := c.writeFrames(ctrl, frames); err != nil {
+		var ctrl []byte
+		var ok bool
+		ctrl, frames, ok = c.sendq.take(spare, frames[:0])
+		spare = ctrl // the queue gets it back at the next take, after it is written
+		if ok {
+			if err := writeFrames(sink, ctrl, frames); err != nil {
 				c.fail(err)
 				return
 			}
 			clear(frames) // drop references to message data
+			dirty = true
+			continue
 		}
-		if wrote {
-			if err := c.rec.Flush(); err != nil {
+		if dirty {
+			if err := sink.Flush(); err != nil {
 				c.fail(err)
 				return
 			}
-			c.sendq.wrote()
+			dirty = false
+		}
+		if c.sendq.park() {
+			return
 		}
 	}
 }
 
-func (c *Conn) writeFrames(ctrl []byte, frames []dataFrame) error {
+var bufWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
+// borrowSink returns what the writer writes frames to: the record writer
+// of a secure connection, or a pooled bufio.Writer on the network
+// connection; and a function that gives the buffers back.
+func (c *Conn) borrowSink() (frameSink, func()) {
+	if c.rw != nil {
+		return c.rw, c.rw.shrink
+	}
+	bw := bufWriterPool.Get().(*bufio.Writer)
+	bw.Reset(c.nc)
+	return bw, func() {
+		bw.Reset(nil)
+		bufWriterPool.Put(bw)
+	}
+}
+
+func writeFrames(w frameSink, ctrl []byte, frames []dataFrame) error {
 	if len(ctrl) > 0 {
-		if _, err := c.rec.Write(ctrl); err != nil {
+		if _, err := w.Write(ctrl); err != nil {
 			return err
 		}
 	}
 	for i := range frames {
-		if _, err := c.rec.Write(frames[i].hdr[:]); err != nil {
+		if _, err := w.Write(frames[i].hdr[:]); err != nil {
 			return err
 		}
-		if _, err := c.rec.Write(frames[i].payload); err != nil {
+		if _, err := w.Write(frames[i].payload); err != nil {
 			return err
 		}
 	}
