@@ -14,7 +14,9 @@ import (
 // call is one request waiting for its answer.
 type call struct {
 	id   uint32
-	out  *outMsg
+	out  *outMsg       // points at msg
+	msg  outMsg        // the request, as queued (one allocation with the call)
+	resp Response      // the answer, returned by Request
 	done chan struct{} // closed by finish, exactly once
 
 	// written by finish before done closes
@@ -99,7 +101,8 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 	c.pending[cl.id] = cl
 	c.mu.Unlock()
 
-	cl.out = &outMsg{kind: kindRequest, flags: flags, id: cl.id, data: data}
+	cl.msg = outMsg{kind: kindRequest, flags: flags, id: cl.id, data: data}
+	cl.out = &cl.msg
 	if err := c.sendq.push(ctx, cl.out); err != nil {
 		c.forget(cl)
 		return nil, err
@@ -112,7 +115,8 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 			}
 			return nil, cl.err
 		}
-		return &Response{raw: cl.body}, nil
+		cl.resp.raw = cl.body
+		return &cl.resp, nil
 	case <-ctx.Done():
 		c.abandon(cl, timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded))
 		return nil, ctx.Err()

@@ -24,55 +24,65 @@ type bodyBuf struct{ b []byte }
 func (w *bodyBuf) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
 func (w *bodyBuf) WriteByte(c byte) error      { w.b = append(w.b, c); return nil }
 
-var encoderPool = sync.Pool{New: func() any { return msgpack.NewEncoder(nil) }}
+// encoder is a msgpack encoder bound to its own bodyBuf, pooled so that
+// encoding a message allocates only the message's bytes.
+type encoder struct {
+	buf bodyBuf
+	enc *msgpack.Encoder
+}
 
-// encodeInto appends the msgpack encoding of v to w.
-func encodeInto(w *bodyBuf, v any) error {
-	enc := encoderPool.Get().(*msgpack.Encoder)
-	enc.Reset(w)
-	enc.UseCompactInts(true)
-	err := enc.Encode(v)
-	enc.Reset(nil)
-	encoderPool.Put(enc)
-	return err
+var encoderPool = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = msgpack.NewEncoder(&e.buf)
+	e.enc.UseCompactInts(true)
+	return e
+}}
+
+// appendEncoded appends the msgpack encoding of v to b.
+func appendEncoded(b []byte, v any) ([]byte, error) {
+	e := encoderPool.Get().(*encoder)
+	e.buf.b = b
+	err := e.enc.Encode(v)
+	b, e.buf.b = e.buf.b, nil
+	encoderPool.Put(e)
+	return b, err
 }
 
 // newBody starts a body with room for its length.
-func newBody() *bodyBuf { return &bodyBuf{b: make([]byte, bodyLenSize, 64)} }
+func newBody() []byte { return make([]byte, bodyLenSize, 128) }
 
-// finish writes the length in front of the body and returns length + body.
-func (w *bodyBuf) finish() []byte {
-	binary.BigEndian.PutUint32(w.b, uint32(len(w.b)-bodyLenSize))
-	return w.b
+// finishBody writes the length in front of the body and returns length +
+// body.
+func finishBody(b []byte) []byte {
+	binary.BigEndian.PutUint32(b, uint32(len(b)-bodyLenSize))
+	return b
 }
 
 // encodeValueBody encodes the body of a RESPONSE or NOTIFY: one value.
 func encodeValueBody(v any) ([]byte, error) {
-	w := newBody()
-	if err := encodeInto(w, v); err != nil {
+	b, err := appendEncoded(newBody(), v)
+	if err != nil {
 		return nil, fmt.Errorf("bokbok: encoding message: %w", err)
 	}
-	return w.finish(), nil
+	return finishBody(b), nil
 }
 
 // encodeRequestBody encodes the body of a REQUEST: the timeout in
 // microseconds (0 = none) as a msgpack unsigned integer, then the message.
 func encodeRequestBody(timeoutMicros uint64, msg any) ([]byte, error) {
-	w := newBody()
-	w.b = appendMsgpackUint(w.b, timeoutMicros)
-	if err := encodeInto(w, msg); err != nil {
+	b, err := appendEncoded(appendMsgpackUint(newBody(), timeoutMicros), msg)
+	if err != nil {
 		return nil, fmt.Errorf("bokbok: encoding message: %w", err)
 	}
-	return w.finish(), nil
+	return finishBody(b), nil
 }
 
 // encodeErrorBody encodes the body of an ERROR: [code, message].
 func encodeErrorBody(code, message string) []byte {
-	w := newBody()
-	w.b = append(w.b, 0x92) // fixarray of 2
-	_ = encodeInto(w, code)
-	_ = encodeInto(w, message) // encoding a string cannot fail
-	return w.finish()
+	b := append(newBody(), 0x92) // fixarray of 2
+	b, _ = appendEncoded(b, code)
+	b, _ = appendEncoded(b, message) // encoding a string cannot fail
+	return finishBody(b)
 }
 
 // appendMsgpackUint appends v in the shortest msgpack unsigned form.
@@ -141,20 +151,33 @@ func decodeValue(raw []byte, out any) error {
 	if err := checkMsgpack(raw); err != nil {
 		return fmt.Errorf("bokbok: decoding message: %w", err)
 	}
-	r := bytes.NewReader(raw)
-	dec := msgpack.GetDecoder()
-	dec.Reset(r)
-	dec.UseLooseInterfaceDecoding(true)
-	err := dec.Decode(out)
-	msgpack.PutDecoder(dec)
+	d := decoderPool.Get().(*decoder)
+	d.r.Reset(raw)
+	err := d.dec.Decode(out)
+	left := d.r.Len()
+	d.r.Reset(nil)
+	decoderPool.Put(d)
 	if err != nil {
 		return fmt.Errorf("bokbok: decoding message: %w", err)
 	}
-	if r.Len() != 0 {
-		return fmt.Errorf("bokbok: decoding message: %d bytes left after the value", r.Len())
+	if left != 0 {
+		return fmt.Errorf("bokbok: decoding message: %d bytes left after the value", left)
 	}
 	return nil
 }
+
+// decoder is a msgpack decoder bound to its own bytes.Reader, pooled.
+type decoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var decoderPool = sync.Pool{New: func() any {
+	d := &decoder{}
+	d.dec = msgpack.NewDecoder(&d.r)
+	d.dec.UseLooseInterfaceDecoding(true)
+	return d
+}}
 
 // parseRequestBody splits a REQUEST body into its timeout and message.
 func parseRequestBody(body []byte) (timeoutMicros uint64, msg []byte, err error) {
@@ -195,7 +218,7 @@ type settings struct {
 // encode writes the settings as a msgpack map with its keys in a fixed
 // order (the order PROTOCOL.md shows).
 func (s settings) encode() []byte {
-	w := &bodyBuf{b: []byte{0x83}} // fixmap of 3
+	b := []byte{0x83} // fixmap of 3
 	for _, kv := range []struct {
 		k string
 		v uint64
@@ -204,10 +227,10 @@ func (s settings) encode() []byte {
 		{"notify_window", s.NotifyWindow},
 		{"max_handlers", s.MaxConcurrentHandlers},
 	} {
-		_ = encodeInto(w, kv.k)
-		w.b = appendMsgpackUint(w.b, kv.v)
+		b, _ = appendEncoded(b, kv.k)
+		b = appendMsgpackUint(b, kv.v)
 	}
-	return w.b
+	return b
 }
 
 func parseSettings(p []byte) (settings, error) {

@@ -24,16 +24,17 @@ import (
 // the connection closes (a handler ends when it returns: its context is
 // cancelled then).
 type Conn struct {
-	nc    net.Conn
-	cfg   *Config
-	log   *slog.Logger
-	user  string
-	peer  settings // the peer's SETTINGS; read-only after the handshake
-	br    *bufio.Reader
-	fr    frameReader
-	rw    *recordWriter // secure mode: the record writer
-	rr    *recordReader // secure mode: the record reader (also fr.r)
-	sendq *sendQueue
+	nc     net.Conn
+	cfg    *Config
+	log    *slog.Logger
+	user   string
+	peer   settings // the peer's SETTINGS; read-only after the handshake
+	br     *bufio.Reader
+	fr     frameReader
+	rw     *recordWriter // secure mode: the record writer
+	frames []dataFrame   // the writer goroutine's scratch; only it touches this
+	rr     *recordReader // secure mode: the record reader (also fr.r)
+	sendq  *sendQueue
 
 	// ctx is cancelled when the connection starts closing; handler
 	// contexts derive from it.

@@ -31,7 +31,7 @@ type inbound struct {
 	notifying bool              // the notifier goroutine is running
 	unacked   int               // notifications received and not yet credited back
 	handled   int               // notifications handled since the last CREDIT
-	noteCtx   context.Context   // context for notification handlers
+	noteCtx   context.Context   // c.ctx marked as a handler's: notification handlers get it; request contexts derive from it
 }
 
 // inMsg is one inbound request or notification.
@@ -136,7 +136,7 @@ func (in *inbound) dispatchLocked(m *inMsg) error {
 // prepare gives a request its context, whose deadline counts from
 // arrival, and registers it for CANCEL. in.mu must be held.
 func (in *inbound) prepare(m *inMsg) {
-	ctx := context.WithValue(in.c.ctx, handlerKey{}, in.c)
+	ctx := in.noteCtx // the connection's context, marked as a handler's
 	if m.timeout > 0 {
 		m.ctx, m.cancel = context.WithTimeout(ctx, m.timeout)
 	} else {

@@ -184,14 +184,17 @@ func (rw *recordWriter) close(deadline time.Time) error {
 }
 
 // shrink gives up large buffers while the connection is idle; small ones
-// are kept for the next burst.
+// are kept for the next burst. A writer goroutine that started meanwhile
+// may have bytes pending: then it keeps everything.
 func (rw *recordWriter) shrink() {
 	rw.acquire()
-	if cap(rw.pt) > keptRecordBuf {
-		rw.pt = nil
-	}
-	if cap(rw.out) > keptRecordBuf {
-		rw.out = nil
+	if len(rw.pt) == 0 && len(rw.out) == 0 {
+		if cap(rw.pt) > keptRecordBuf {
+			rw.pt = nil
+		}
+		if cap(rw.out) > keptRecordBuf {
+			rw.out = nil
+		}
 	}
 	rw.release()
 }

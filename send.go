@@ -326,12 +326,12 @@ func (q *sendQueue) close(err error) {
 // its lifetime.
 func (c *Conn) writeLoop() {
 	defer c.loops.Done()
-	sink, giveBack := c.borrowSink()
-	defer giveBack()
+	sink, bw := c.borrowSink()
+	defer c.returnSink(bw)
 	var (
 		spare  []byte
-		frames []dataFrame
-		dirty  bool // written and not yet flushed
+		frames = c.frames[:0] // the writer's own, kept across its runs
+		dirty  bool           // written and not yet flushed
 	)
 	for {
 		var ctrl []byte
@@ -354,6 +354,7 @@ func (c *Conn) writeLoop() {
 			}
 			dirty = false
 		}
+		c.frames = frames[:0] // before park: once parked, a new writer may start
 		if c.sendq.park() {
 			return
 		}
@@ -363,18 +364,25 @@ func (c *Conn) writeLoop() {
 var bufWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
 
 // borrowSink returns what the writer writes frames to: the record writer
-// of a secure connection, or a pooled bufio.Writer on the network
-// connection; and a function that gives the buffers back.
-func (c *Conn) borrowSink() (frameSink, func()) {
+// of a secure connection, or a bufio.Writer on the network connection
+// borrowed from a pool (also returned, for returnSink).
+func (c *Conn) borrowSink() (frameSink, *bufio.Writer) {
 	if c.rw != nil {
-		return c.rw, c.rw.shrink
+		return c.rw, nil
 	}
 	bw := bufWriterPool.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
-	return bw, func() {
-		bw.Reset(nil)
-		bufWriterPool.Put(bw)
+	return bw, bw
+}
+
+// returnSink gives back what borrowSink lent.
+func (c *Conn) returnSink(bw *bufio.Writer) {
+	if bw == nil {
+		c.rw.shrink()
+		return
 	}
+	bw.Reset(nil)
+	bufWriterPool.Put(bw)
 }
 
 func writeFrames(w frameSink, ctrl []byte, frames []dataFrame) error {
