@@ -27,6 +27,7 @@ type inbound struct {
 	live      map[uint32]*inMsg // requests queued or running, by id
 	queue     []*inMsg          // requests waiting for a handler slot
 	running   int               // request handlers running
+	waiting   []chan *inMsg     // inboxes of handler goroutines waiting for work
 	notes     []*inMsg          // notifications in arrival order, some still arriving
 	notifying bool              // the notifier goroutine is running
 	unacked   int               // notifications received and not yet credited back
@@ -119,6 +120,14 @@ func (in *inbound) dispatchLocked(m *inMsg) error {
 	case in.running < limit || (m.nested && in.running < 2*limit):
 		in.running++
 		in.prepare(m)
+		if n := len(in.waiting); n > 0 { // a handler goroutine waiting for work
+			w := in.waiting[n-1]
+			in.waiting[n-1] = nil
+			in.waiting = in.waiting[:n-1]
+			in.mu.Unlock()
+			w <- m // never blocks: capacity 1, and nobody else sends to w
+			return nil
+		}
 		c.work.Add(1)
 		in.mu.Unlock()
 		go in.run(m)
@@ -146,11 +155,18 @@ func (in *inbound) prepare(m *inMsg) {
 }
 
 // run serves m, then queued requests while there are any. It owns one
-// handler slot.
+// handler slot while it serves. With nothing left to do it lingers for
+// workerLinger, ready to be handed the next request (a warm goroutine with
+// a grown stack costs less than a new one), then ends; it ends at once when
+// the connection closes.
 func (in *inbound) run(m *inMsg) {
 	c := in.c
 	defer c.work.Done()
-	for m != nil {
+	var (
+		inbox chan *inMsg // where dispatchLocked hands this goroutine work
+		timer *time.Timer
+	)
+	for {
 		select {
 		case <-c.ready:
 			reply, err := c.invoke(m.ctx, &m.req)
@@ -160,17 +176,55 @@ func (in *inbound) run(m *inMsg) {
 		m.cancel()
 		in.mu.Lock()
 		delete(in.live, m.id)
-		m = nil
 		if len(in.queue) > 0 && in.running <= c.cfg.MaxConcurrentHandlers { // an overdraft slot of a nested request is given back instead
 			m = in.queue[0]
 			in.queue[0] = nil
 			in.queue = in.queue[1:]
-		} else {
-			in.running--
+			in.mu.Unlock()
+			c.workDone()
+			continue
 		}
+		in.running--
+		if inbox == nil {
+			inbox = make(chan *inMsg, 1)
+			timer = time.NewTimer(workerLinger)
+		} else {
+			timer.Reset(workerLinger)
+		}
+		in.waiting = append(in.waiting, inbox)
 		in.mu.Unlock()
 		c.workDone()
+		select {
+		case m = <-inbox:
+			timer.Stop()
+			continue
+		case <-timer.C:
+		case <-c.ctx.Done():
+			timer.Stop()
+		}
+		if m = in.unpark(inbox); m == nil {
+			return
+		}
 	}
+}
+
+// workerLinger is how long a handler goroutine with nothing to do waits
+// for more work before it ends.
+const workerLinger = 250 * time.Millisecond
+
+// unpark takes an idle handler goroutine's inbox off the idle list. If a
+// request was handed to it meanwhile, unpark returns that request.
+func (in *inbound) unpark(inbox chan *inMsg) *inMsg {
+	in.mu.Lock()
+	for i, w := range in.waiting {
+		if w == inbox {
+			in.waiting = append(in.waiting[:i], in.waiting[i+1:]...)
+			in.mu.Unlock()
+			return nil
+		}
+	}
+	in.mu.Unlock()
+	return <-inbox // dispatchLocked took it off the list: a request is on its way
 }
 
 // cancel handles the peer's CANCEL for a request id: a running handler

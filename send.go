@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 )
 
@@ -329,9 +330,10 @@ func (c *Conn) writeLoop() {
 	sink, bw := c.borrowSink()
 	defer c.returnSink(bw)
 	var (
-		spare  []byte
-		frames = c.frames[:0] // the writer's own, kept across its runs
-		dirty  bool           // written and not yet flushed
+		spare   []byte
+		frames  = c.frames[:0] // the writer's own, kept across its runs
+		dirty   bool           // written and not yet flushed
+		yielded bool           // gave others a turn since the queue last ran dry
 	)
 	for {
 		var ctrl []byte
@@ -347,6 +349,14 @@ func (c *Conn) writeLoop() {
 			dirty = true
 			continue
 		}
+		if dirty && !yielded {
+			// Before the system call, let callers that are about to queue
+			// something run, so that their frames share this flush.
+			yielded = true
+			runtime.Gosched()
+			continue
+		}
+		yielded = false
 		if dirty {
 			if err := sink.Flush(); err != nil {
 				c.fail(err)
