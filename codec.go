@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -38,18 +39,31 @@ var encoderPool = sync.Pool{New: func() any {
 	return e
 }}
 
-// appendEncoded appends the msgpack encoding of v to b.
+// appendEncoded appends the msgpack encoding of v to b. It encodes into
+// the pooled encoder's own buffer (kept between uses, so it has grown to
+// fit earlier messages) and copies the result once: a large message costs
+// one allocation of its size and one copy, not a series of regrowths.
 func appendEncoded(b []byte, v any) ([]byte, error) {
 	e := encoderPool.Get().(*encoder)
-	e.buf.b = b
+	e.buf.b = e.buf.b[:0]
 	err := e.enc.Encode(v)
-	b, e.buf.b = e.buf.b, nil
+	if err == nil {
+		b = slices.Grow(b, len(e.buf.b))
+		b = append(b, e.buf.b...)
+	}
+	if cap(e.buf.b) > maxKeptEncodeBuf {
+		e.buf.b = nil // do not pin a huge buffer in the pool
+	}
 	encoderPool.Put(e)
 	return b, err
 }
 
-// newBody starts a body with room for its length.
-func newBody() []byte { return make([]byte, bodyLenSize, 128) }
+// maxKeptEncodeBuf bounds the encoding buffer a pooled encoder keeps.
+const maxKeptEncodeBuf = 4 << 20
+
+// newBody starts a body with room for its length (appendEncoded grows it
+// to the exact size).
+func newBody() []byte { return make([]byte, bodyLenSize, 16) }
 
 // finishBody writes the length in front of the body and returns length +
 // body.

@@ -24,17 +24,18 @@ import (
 // the connection closes (a handler ends when it returns: its context is
 // cancelled then).
 type Conn struct {
-	nc     net.Conn
-	cfg    *Config
-	log    *slog.Logger
-	user   string
-	peer   settings // the peer's SETTINGS; read-only after the handshake
-	br     *bufio.Reader
-	fr     frameReader
-	rw     *recordWriter // secure mode: the record writer
-	frames []dataFrame   // the writer goroutine's scratch; only it touches this
-	rr     *recordReader // secure mode: the record reader (also fr.r)
-	sendq  *sendQueue
+	nc      net.Conn
+	cfg     *Config
+	log     *slog.Logger
+	user    string
+	peer    settings // the peer's SETTINGS; read-only after the handshake
+	br      *bufio.Reader
+	fr      frameReader
+	rw      *recordWriter // secure mode: the record writer
+	frames  []dataFrame   // the writer goroutine's scratch; only it touches this
+	reserve int           // assembly reservation budget left (see assembly); only the reader touches this
+	rr      *recordReader // secure mode: the record reader (also fr.r)
+	sendq   *sendQueue
 
 	// ctx is cancelled when the connection starts closing; handler
 	// contexts derive from it.
@@ -88,6 +89,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		epoch:      time.Now(),
 	}
 	c.fr.r = c.br
+	c.reserve = reserveBudget
 	c.sendq = newSendQueue(cfg.SendQueueBytes, c.writeLoop, &c.loops)
 	c.sendq.overflow = c.fail
 	c.in.init(c)

@@ -79,7 +79,7 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 		in.mu.Unlock()
 		return protocolErrorf("%s frame continues a %s with id %d", h.kind, m.kind, h.id)
 	}
-	done, err := m.asm.add(h.kind, p, c.cfg.MaxMessageSize)
+	done, err := m.asm.addWithin(h.kind, p, c.cfg.MaxMessageSize, &c.reserve)
 	if err != nil || !done {
 		in.mu.Unlock()
 		return err
@@ -237,6 +237,7 @@ func (in *inbound) cancel(id uint32) {
 	if m == nil {
 		if a := in.asm[id]; a != nil && a.kind == kindRequest {
 			delete(in.asm, id)
+			a.asm.drop(&in.c.reserve)
 			in.mu.Unlock()
 			in.refuseCanceled(id)
 			in.c.workDone()

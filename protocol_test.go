@@ -702,27 +702,38 @@ func TestWireHugeDeclaredLengthAllocatesNothing(t *testing.T) {
 // assembly comment promises "a peer that announces a large message and
 // sends little costs little".
 func TestWirePartialMessagesBoundedMemory(t *testing.T) {
-	rc := robOpen(t, nil, robSettings)
-	const partial = 64
-	var wire []byte
-	for id := uint32(1); id <= partial; id++ {
-		wire = append(wire, robFrameBytes(kindRequest, 0, id, robBody(16<<20, []byte{0x91}))...)
+	for _, tc := range []struct {
+		name     string
+		announce uint32 // body length each message announces
+		bound    int64  // how much the heap may grow
+	}{
+		{"larger than the reservation budget", 16 << 20, 4 << 20},
+		{"within the budget: it runs out", 1 << 20, reserveBudget + 4<<20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := robOpen(t, nil, robSettings)
+			const partial = 64
+			var wire []byte
+			for id := uint32(1); id <= partial; id++ {
+				wire = append(wire, robFrameBytes(kindRequest, 0, id, robBody(tc.announce, []byte{0x91}))...)
+			}
+			runtime.GC()
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			rc.rp.write(wire)
+			// A PONG proves every earlier frame has been handled.
+			rc.rp.write(robFrameBytes(kindPing, 0, 99, nil))
+			require.Equal(t, uint32(99), rc.rp.nextKind(t, kindPong).id)
+			runtime.GC()
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			require.NoError(t, rc.Err(), "the partial messages are legal so far")
+			grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			t.Logf("%d bytes on the wire made the heap grow by %d bytes", len(wire), grew)
+			assert.Less(t, grew, tc.bound,
+				"%d half-received requests of %d wire bytes each hold %d MiB", partial, len(wire)/partial, grew>>20)
+		})
 	}
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	rc.rp.write(wire)
-	// A PONG proves every earlier frame has been handled.
-	rc.rp.write(robFrameBytes(kindPing, 0, 99, nil))
-	require.Equal(t, uint32(99), rc.rp.nextKind(t, kindPong).id)
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	require.NoError(t, rc.Err(), "the partial messages are legal so far")
-	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("%d bytes on the wire made the heap grow by %d bytes", len(wire), grew)
-	assert.Less(t, grew, int64(16<<20),
-		"%d half-received requests of %d wire bytes each hold %d MiB", partial, len(wire)/partial, grew>>20)
 }
 
 // TestWireHandshakeRejects checks the opening exchange: a peer whose

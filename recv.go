@@ -85,7 +85,7 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	} else if cl.asmKind != h.kind {
 		return protocolErrorf("%s frame continues a %s for id %d", h.kind, cl.asmKind, h.id)
 	}
-	done, err := cl.asm.add(h.kind, p, c.cfg.MaxMessageSize)
+	done, err := cl.asm.addWithin(h.kind, p, c.cfg.MaxMessageSize, &c.reserve)
 	if err != nil || !done {
 		return err
 	}
@@ -137,17 +137,38 @@ func (c *Conn) onCredit(n uint32) error {
 
 // assembly collects the frames of one message. The first frame starts with
 // the body's 4-byte length, which is checked against the limit before
-// anything is allocated. The buffer holds at most twice the bytes that
-// have arrived (and never more than the length), so a peer that announces
-// large messages and sends little pins little; a message that arrives in
-// one frame costs exactly one allocation of its size.
+// anything is allocated. A message that arrives in one frame costs exactly
+// one allocation of its size. A longer one gets its whole buffer at once
+// while the connection's reservation budget (reserveBudget bytes announced
+// but not yet arrived, across all messages) allows; beyond that its buffer
+// holds at most twice the bytes that have arrived, so a peer that announces
+// large messages and sends little pins little.
 type assembly struct {
-	buf   []byte // nil until the first frame
-	total int
+	buf      []byte // nil until the first frame
+	total    int
+	reserved int // bytes of the budget this message holds: allocated, not yet arrived
 }
 
-// add appends a frame's payload. It reports whether the message is whole.
+// reserveBudget is how many announced-but-not-yet-arrived bytes a
+// connection allocates ahead for the messages it is receiving.
+const reserveBudget = 8 << 20
+
+// add appends a frame's payload without a reservation budget.
 func (a *assembly) add(kind frameKind, p []byte, limit int) (bool, error) {
+	return a.addWithin(kind, p, limit, nil)
+}
+
+// drop gives back the message's reservation (it will never complete).
+func (a *assembly) drop(budget *int) {
+	if budget != nil {
+		*budget += a.reserved
+	}
+	a.reserved = 0
+}
+
+// addWithin appends a frame's payload, allocating ahead from budget (which
+// may be nil). It reports whether the message is whole.
+func (a *assembly) addWithin(kind frameKind, p []byte, limit int, budget *int) (bool, error) {
 	if a.buf == nil {
 		if len(p) < bodyLenSize {
 			return false, protocolErrorf("first %s frame of %d bytes is too short for the length", kind, len(p))
@@ -164,7 +185,17 @@ func (a *assembly) add(kind frameKind, p []byte, limit int) (bool, error) {
 		}
 		a.total = int(total)
 		p = p[bodyLenSize:]
-		a.buf = make([]byte, 0, min(a.total, max(len(p), 1)))
+		if ahead := a.total - len(p); budget != nil && ahead > 0 && ahead <= *budget {
+			a.buf = make([]byte, 0, a.total)
+			a.reserved = ahead
+			*budget -= ahead
+		} else {
+			a.buf = make([]byte, 0, min(a.total, max(len(p), 1)))
+		}
+	} else if a.reserved > 0 {
+		r := min(a.reserved, len(p))
+		a.reserved -= r
+		*budget += r
 	}
 	n := len(a.buf) + len(p)
 	if n > a.total {
