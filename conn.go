@@ -73,6 +73,7 @@ type frameSink interface {
 }
 
 func newConn(nc net.Conn, cfg *Config, user string) *Conn {
+	tuneConn(nc)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
 		nc:         nc,

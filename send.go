@@ -29,8 +29,9 @@ type outMsg struct {
 	small bool   // queued by pushSmall, outside the budget
 
 	// guarded by sendQueue.mu
-	off    int // bytes of data already taken for frames
-	credit int // bytes of the queue's budget this message still holds
+	off    int  // bytes of data already taken for frames
+	credit int  // bytes of the queue's budget this message still holds
+	lane   bool // the credit is from the small-message lane
 }
 
 // sendQueue is the queue between senders and the writer.
@@ -45,7 +46,8 @@ type sendQueue struct {
 	ctrl    []byte        // encoded control frames, written before any data
 	msgs    []*outMsg     // messages with frames left, in round-robin order
 	rr      int           // index in msgs of the message whose turn is next
-	queued  int           // budget held by msgs (sum of their credit)
+	queued  int           // budget held by msgs (sum of their credit), main lane
+	smallQ  int           // budget held in the small-message lane
 	extra   int           // bytes queued outside the budget: control frames and pushSmall
 	space   chan struct{} // closed when budget is released or the queue closes
 	waiters int           // goroutines waiting on space
@@ -124,7 +126,7 @@ func (q *sendQueue) unlockAndWake() {
 func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 	need := min(len(m.data), q.limit)
 	q.mu.Lock()
-	for q.err == nil && !q.refusesLocked(m) && q.queued+need > q.limit {
+	for q.err == nil && !q.refusesLocked(m) && q.queued+need > q.limit && !q.smallFitsLocked(need) {
 		ch := q.space
 		q.waiters++
 		q.mu.Unlock()
@@ -153,10 +155,23 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 		return ErrShutdown
 	}
 	m.credit = need
-	q.queued += need
+	if q.queued+need <= q.limit {
+		q.queued += need
+	} else {
+		m.lane = true
+		q.smallQ += need
+	}
 	q.msgs = append(q.msgs, m)
 	q.unlockAndKick()
 	return nil
+}
+
+// smallFitsLocked reports whether a message of need bytes fits the
+// small-message lane: messages of one frame may use a quarter of the
+// budget again, so that a short call or reply never waits for budget held
+// by large messages ahead of it. q.mu must be held.
+func (q *sendQueue) smallFitsLocked(need int) bool {
+	return need <= maxFramePayload && q.smallQ+need <= q.limit/4
 }
 
 func (q *sendQueue) refusesLocked(m *outMsg) bool {
@@ -184,7 +199,11 @@ func (q *sendQueue) release(m *outMsg, n int) {
 		return
 	}
 	m.credit -= n
-	q.queued -= n
+	if m.lane {
+		q.smallQ -= n
+	} else {
+		q.queued -= n
+	}
 	if q.waiters > 0 {
 		close(q.space)
 		q.space = make(chan struct{})
@@ -230,7 +249,7 @@ type dataFrame struct {
 
 // batchBytes bounds how much one take hands to the writer, so control
 // frames queued meanwhile wait for at most this much data.
-const batchBytes = 256 << 10
+const batchBytes = 64 << 10
 
 // take hands the writer the queued control frames (swapping in spare as the
 // new control buffer) and up to batchBytes of data frames, appended to
