@@ -80,11 +80,12 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	data, err := encodeRequestBody(timeout, msg)
+	data, owner, err := encodeOwned(true, timeout, msg)
 	if err != nil {
 		return nil, err
 	}
 	if err := c.checkSize(data); err != nil {
+		owner.done()
 		return nil, err
 	}
 	var flags uint8
@@ -95,16 +96,18 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 	c.mu.Lock()
 	if err := c.refuseNewLocked(); err != nil {
 		c.mu.Unlock()
+		owner.done()
 		return nil, err
 	}
 	cl.id = c.allocIDLocked()
 	c.pending[cl.id] = cl
 	c.mu.Unlock()
 
-	cl.msg = outMsg{kind: kindRequest, flags: flags, id: cl.id, data: data}
+	cl.msg = outMsg{kind: kindRequest, flags: flags, id: cl.id, data: data, owner: owner}
 	cl.out = &cl.msg
 	if err := c.sendq.push(ctx, cl.out); err != nil {
 		c.forget(cl)
+		owner.done() // never queued
 		return nil, err
 	}
 	select {
@@ -156,11 +159,12 @@ func (c *Conn) Notify(ctx context.Context, msg any) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	data, err := encodeValueBody(msg)
+	data, owner, err := encodeOwned(false, 0, msg)
 	if err != nil {
 		return err
 	}
 	if err := c.checkSize(data); err != nil {
+		owner.done()
 		return err
 	}
 	c.mu.Lock()
@@ -170,21 +174,24 @@ func (c *Conn) Notify(ctx context.Context, msg any) error {
 		select {
 		case <-wait:
 		case <-ctx.Done():
+			owner.done()
 			return ctx.Err()
 		}
 		c.mu.Lock()
 	}
 	if err := c.refuseNewLocked(); err != nil {
 		c.mu.Unlock()
+		owner.done()
 		return err
 	}
 	c.notifyLimit--
 	id := c.allocIDLocked()
 	c.mu.Unlock()
-	if err := c.sendq.push(ctx, &outMsg{kind: kindNotify, id: id, data: data}); err != nil {
+	if err := c.sendq.push(ctx, &outMsg{kind: kindNotify, id: id, data: data, owner: owner}); err != nil {
 		c.mu.Lock()
 		c.notifyLimit++ // never sent: the credit is still ours
 		c.mu.Unlock()
+		owner.done()
 		return err
 	}
 	return nil

@@ -58,6 +58,35 @@ func appendEncoded(b []byte, v any) ([]byte, error) {
 	return b, err
 }
 
+// encodeOwned encodes a message body (for a REQUEST, with its timeout in
+// front) straight into a pooled encoder's buffer and hands over the
+// encoder with it: the buffer is the message's data until the writer has
+// written it and calls done. In steady state a message's body then costs
+// no allocation and no copy.
+func encodeOwned(request bool, timeoutMicros uint64, v any) ([]byte, *encoder, error) {
+	e := encoderPool.Get().(*encoder)
+	b := append(e.buf.b[:0], 0, 0, 0, 0)
+	if request {
+		b = appendMsgpackUint(b, timeoutMicros)
+	}
+	e.buf.b = b
+	if err := e.enc.Encode(v); err != nil {
+		e.done()
+		return nil, nil, fmt.Errorf("bokbok: encoding message: %w", err)
+	}
+	return finishBody(e.buf.b), e, nil
+}
+
+// done gives the encoder, and the buffer it lent, back to the pool.
+func (e *encoder) done() {
+	if cap(e.buf.b) > maxKeptEncodeBuf {
+		e.buf.b = nil // do not pin a huge buffer in the pool
+	} else {
+		e.buf.b = e.buf.b[:0]
+	}
+	encoderPool.Put(e)
+}
+
 // maxKeptEncodeBuf bounds the encoding buffer a pooled encoder keeps.
 const maxKeptEncodeBuf = 4 << 20
 
@@ -72,23 +101,25 @@ func finishBody(b []byte) []byte {
 	return b
 }
 
-// encodeValueBody encodes the body of a RESPONSE or NOTIFY: one value.
-func encodeValueBody(v any) ([]byte, error) {
-	b, err := appendEncoded(newBody(), v)
-	if err != nil {
-		return nil, fmt.Errorf("bokbok: encoding message: %w", err)
-	}
-	return finishBody(b), nil
-}
+// encodeValueBody encodes the body of a RESPONSE or NOTIFY (one value) into
+// a byte slice of its own.
+func encodeValueBody(v any) ([]byte, error) { return encodeCopy(false, 0, v) }
 
 // encodeRequestBody encodes the body of a REQUEST: the timeout in
 // microseconds (0 = none) as a msgpack unsigned integer, then the message.
 func encodeRequestBody(timeoutMicros uint64, msg any) ([]byte, error) {
-	b, err := appendEncoded(appendMsgpackUint(newBody(), timeoutMicros), msg)
+	return encodeCopy(true, timeoutMicros, msg)
+}
+
+// encodeCopy is encodeOwned into a byte slice of its own.
+func encodeCopy(request bool, timeoutMicros uint64, v any) ([]byte, error) {
+	data, owner, err := encodeOwned(request, timeoutMicros, v)
 	if err != nil {
-		return nil, fmt.Errorf("bokbok: encoding message: %w", err)
+		return nil, err
 	}
-	return finishBody(b), nil
+	data = slices.Clone(data)
+	owner.done()
+	return data, nil
 }
 
 // encodeErrorBody encodes the body of an ERROR: [code, message].

@@ -77,15 +77,16 @@ func (c *Conn) invoke(ctx context.Context, req *Request) (reply any, err error) 
 // answer builds the RESPONSE or ERROR for a handler's result.
 func (c *Conn) answer(id uint32, reply any, err error) *outMsg {
 	if err == nil {
-		data, encErr := encodeValueBody(reply)
+		data, owner, encErr := encodeOwned(false, 0, reply)
 		switch {
 		case encErr != nil:
 			err = &RemoteError{Message: "encoding the reply: " + encErr.Error()}
 		case len(data)-bodyLenSize > int(c.peer.MaxMessageSize):
+			owner.done()
 			err = &RemoteError{Code: CodeTooLarge, Message: (&MessageTooLargeError{
 				Size: len(data) - bodyLenSize, Limit: int(c.peer.MaxMessageSize)}).Error()}
 		default:
-			return &outMsg{kind: kindResponse, id: id, data: data}
+			return &outMsg{kind: kindResponse, id: id, data: data, owner: owner}
 		}
 	}
 	return errorMsg(id, err)

@@ -167,11 +167,9 @@ func (in *inbound) run(m *inMsg) {
 		timer *time.Timer
 	)
 	for {
-		select {
-		case <-c.ready:
+		if c.waitReady() {
 			reply, err := c.invoke(m.ctx, &m.req)
 			_ = c.sendq.push(nil, c.answer(m.id, reply, err)) // fails only once closed
-		case <-c.ctx.Done(): // closed before it was allowed to run
 		}
 		m.cancel()
 		in.mu.Lock()
@@ -227,6 +225,23 @@ func (in *inbound) unpark(inbox chan *inMsg) *inMsg {
 	return <-inbox // dispatchLocked took it off the list: a request is on its way
 }
 
+// waitReady waits until handlers may run (the server's OnOpen accepted the
+// connection) and reports true, or reports false if the connection closed
+// first. A request that arrived whole before the connection closed runs.
+func (c *Conn) waitReady() bool {
+	select {
+	case <-c.ready:
+		return true
+	default:
+	}
+	select {
+	case <-c.ready:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
 // cancel handles the peer's CANCEL for a request id: a running handler
 // sees its context cancelled; a request still queued or still arriving is
 // dropped and answered with CodeCanceled (every request gets an answer).
@@ -270,7 +285,12 @@ func (in *inbound) refuseCanceled(id uint32) {
 func (in *inbound) notifier() {
 	c := in.c
 	defer c.work.Done()
-	<-c.ready
+	if !c.waitReady() {
+		in.mu.Lock()
+		in.notifying = false
+		in.mu.Unlock()
+		return
+	}
 	step := max(1, c.cfg.NotifyWindow/4)
 	for {
 		in.mu.Lock()

@@ -1,7 +1,6 @@
 package bokbok
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"runtime"
@@ -25,8 +24,9 @@ type outMsg struct {
 	kind  frameKind
 	flags uint8
 	id    uint32
-	data  []byte // 4-byte length + body; never changed once queued
-	small bool   // queued by pushSmall, outside the budget
+	data  []byte   // 4-byte length + body; never changed once queued
+	owner *encoder // if set, data is its buffer: given back once written
+	small bool     // queued by pushSmall, outside the budget
 
 	// guarded by sendQueue.mu
 	off    int  // bytes of data already taken for frames
@@ -54,6 +54,7 @@ type sendQueue struct {
 	goAway  bool          // GOAWAY is queued: new requests and notifications are refused
 	running bool          // a writer goroutine is running
 	writing bool          // the writer holds frames it has not flushed yet
+	written []*outMsg     // owned messages wholly taken; the writer gives their buffers back after flushing
 	flushed chan struct{} // non-nil while waitIdle waits; closed when all is written
 }
 
@@ -276,6 +277,9 @@ func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dat
 			if m.small {
 				q.extra -= len(m.data)
 			}
+			if m.owner != nil {
+				q.written = append(q.written, m)
+			}
 			q.removeAt(q.rr)
 		} else {
 			q.rr++
@@ -286,6 +290,19 @@ func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dat
 		q.writing = true
 	}
 	return ctrl, frames, ok
+}
+
+// giveBack returns the buffers of owned messages the writer has taken
+// wholly; the writer calls it after a flush, when nothing refers to them.
+func (q *sendQueue) giveBack() {
+	q.mu.Lock()
+	done := q.written
+	q.written = nil
+	q.mu.Unlock()
+	for _, m := range done {
+		m.owner.done()
+		m.owner = nil // m.data now aliases a reused buffer: only its length may be looked at (withdraw)
+	}
 }
 
 // park stops the writer if there is nothing left to write (or the queue
@@ -346,8 +363,8 @@ func (q *sendQueue) close(err error) {
 // its lifetime.
 func (c *Conn) writeLoop() {
 	defer c.loops.Done()
-	sink, bw := c.borrowSink()
-	defer c.returnSink(bw)
+	sink, vw := c.borrowSink()
+	defer c.returnSink(vw)
 	var (
 		spare   []byte
 		frames  = c.frames[:0] // the writer's own, kept across its runs
@@ -382,6 +399,7 @@ func (c *Conn) writeLoop() {
 				return
 			}
 			dirty = false
+			c.sendq.giveBack()
 		}
 		c.frames = frames[:0] // before park: once parked, a new writer may start
 		if c.sendq.park() {
@@ -390,28 +408,26 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-var bufWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
-
 // borrowSink returns what the writer writes frames to: the record writer
-// of a secure connection, or a bufio.Writer on the network connection
+// of a secure connection, or a vecWriter on the network connection
 // borrowed from a pool (also returned, for returnSink).
-func (c *Conn) borrowSink() (frameSink, *bufio.Writer) {
+func (c *Conn) borrowSink() (frameSink, *vecWriter) {
 	if c.rw != nil {
 		return c.rw, nil
 	}
-	bw := bufWriterPool.Get().(*bufio.Writer)
-	bw.Reset(c.nc)
-	return bw, bw
+	v := vecWriterPool.Get().(*vecWriter)
+	v.reset(c.nc)
+	return v, v
 }
 
 // returnSink gives back what borrowSink lent.
-func (c *Conn) returnSink(bw *bufio.Writer) {
-	if bw == nil {
+func (c *Conn) returnSink(v *vecWriter) {
+	if v == nil {
 		c.rw.shrink()
 		return
 	}
-	bw.Reset(nil)
-	bufWriterPool.Put(bw)
+	v.reset(nil)
+	vecWriterPool.Put(v)
 }
 
 func writeFrames(w frameSink, ctrl []byte, frames []dataFrame) error {
