@@ -85,7 +85,9 @@ type Config struct {
 	// SendQueueBytes bounds the bytes of messages waiting to be written.
 	// Request, Notify and replies wait while the queue is full, so a slow
 	// peer applies backpressure instead of growing memory. A single message
-	// larger than the bound is let through when the queue is empty.
+	// larger than the bound is let through when the queue is empty, and
+	// messages of one frame (up to 64 KiB) may use a further quarter of the
+	// bound, so a short call never waits for room behind large ones.
 	// Default DefaultSendQueueBytes.
 	SendQueueBytes int
 
