@@ -370,6 +370,7 @@ func (c *Conn) writeLoop() {
 		frames  = c.frames[:0] // the writer's own, kept across its runs
 		dirty   bool           // written and not yet flushed
 		yielded bool           // gave others a turn since the queue last ran dry
+		written int            // frames written since the last flush
 	)
 	for {
 		var ctrl []byte
@@ -381,13 +382,15 @@ func (c *Conn) writeLoop() {
 				c.fail(err)
 				return
 			}
+			written += len(ctrl)/frameHeaderSize + len(frames)
 			clear(frames) // drop references to message data
 			dirty = true
 			continue
 		}
-		if dirty && !yielded {
-			// Before the system call, let callers that are about to queue
-			// something run, so that their frames share this flush.
+		if dirty && !yielded && written > 1 {
+			// Before the system call, when other senders are active (this
+			// flush already carries several frames), let those about to
+			// queue something run, so that their frames share it.
 			yielded = true
 			runtime.Gosched()
 			continue
@@ -398,7 +401,7 @@ func (c *Conn) writeLoop() {
 				c.fail(err)
 				return
 			}
-			dirty = false
+			dirty, written = false, 0
 			c.sendq.giveBack()
 		}
 		c.frames = frames[:0] // before park: once parked, a new writer may start
