@@ -370,7 +370,7 @@ func (c *Conn) writeLoop() {
 		frames  = c.frames[:0] // the writer's own, kept across its runs
 		dirty   bool           // written and not yet flushed
 		yielded bool           // gave others a turn since the queue last ran dry
-		written int            // frames written since the last flush
+		written int            // message frames written since the last flush
 	)
 	for {
 		var ctrl []byte
@@ -382,15 +382,16 @@ func (c *Conn) writeLoop() {
 				c.fail(err)
 				return
 			}
-			written += len(ctrl)/frameHeaderSize + len(frames)
+			written += len(frames)
 			clear(frames) // drop references to message data
 			dirty = true
 			continue
 		}
-		if dirty && !yielded && written > 1 {
-			// Before the system call, when other senders are active (this
-			// flush already carries several frames), let those about to
-			// queue something run, so that their frames share it.
+		if dirty && !yielded && written > 0 {
+			// Before the system call, when messages are flowing (this
+			// flush carries message frames, not only control frames), let
+			// senders about to queue something run, so that their frames
+			// share it.
 			yielded = true
 			runtime.Gosched()
 			continue
