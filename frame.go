@@ -53,12 +53,6 @@ func (k frameKind) String() string {
 	return "UNKNOWN"
 }
 
-// carriesMessage reports whether frames of kind k carry pieces of a message
-// body (a 4-byte total length, then the body, split across frames).
-func (k frameKind) carriesMessage() bool {
-	return k == kindRequest || k == kindResponse || k == kindError || k == kindNotify
-}
-
 type frameHeader struct {
 	kind   frameKind
 	flags  uint8

@@ -169,7 +169,7 @@ func (in *inbound) run(m *inMsg) {
 	for {
 		if c.waitReady() {
 			reply, err := c.invoke(m.ctx, &m.req)
-			_ = c.sendq.push(nil, c.answer(m.id, reply, err)) // fails only once closed
+			_ = c.sendq.push(context.Background(), c.answer(m.id, reply, err)) // an answer waits only for room, and fails only once closed
 		}
 		m.cancel()
 		in.mu.Lock()

@@ -120,7 +120,7 @@ func (q *sendQueue) unlockAndWake() {
 
 // push queues m once the queue has room for it (a message larger than the
 // whole budget waits for an empty queue). It returns early with the queue's
-// error if the connection closes, or with ctx's error; nil ctx never ends.
+// error if the connection closes, or with ctx's error.
 // Once GOAWAY is queued, new requests and notifications are refused with
 // ErrShutdown: deciding that here, under the queue's lock, puts every
 // request and notification either before GOAWAY on the wire or nowhere.
@@ -131,13 +131,9 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 		ch := q.space
 		q.waiters++
 		q.mu.Unlock()
-		var ctxDone <-chan struct{}
-		if ctx != nil {
-			ctxDone = ctx.Done()
-		}
 		select {
 		case <-ch:
-		case <-ctxDone:
+		case <-ctx.Done():
 			q.mu.Lock()
 			q.waiters--
 			q.mu.Unlock()
