@@ -1,0 +1,52 @@
+// Package ocap is a small object-capability layer on top of bokbok
+// connections, in the spirit of Spritely Goblins' CapTP.
+//
+// A program spawns actors in vats and hands out references to them. A
+// reference ([Ref]) can be sent a message whether its actor lives in this
+// process or across a connection; references travel inside messages, at
+// any depth, and the peer can invoke what it was handed and nothing else.
+//
+// # Words
+//
+//   - A [Vat] is an event loop: one goroutine that runs its actors one
+//     message at a time, so actor code needs no locks. Actors in different
+//     vats run in parallel.
+//   - An actor is a Go value whose methods are invoked by name: any value
+//     with exported methods, a [Methods] table, or an [Actor].
+//   - [Ref.Send] (Goblins' <-) returns a [*Promise]; [Ref.SendOnly]
+//     (<-np) returns nothing. [On] runs callbacks in the current vat when a
+//     promise settles; [Promise.Await] waits for it outside any vat.
+//   - A [Node] serves the capability protocol on bokbok connections (it is a
+//     [bokbok.Handler]); a [Session] is its state for one connection: the
+//     tables of exports, imports, questions and answers.
+//
+// # Messages are copies
+//
+// Arguments and results are encoded with msgpack when they are sent, also
+// between two vats of one process, so actors never share memory. A [Ref]
+// or [*Promise] inside an argument or result travels as a reference.
+//
+// # Ordering (E-order)
+//
+// Messages sent through one reference, from one goroutine, are delivered in
+// the order they were sent, also when the reference is a promise that
+// resolves meanwhile. Messages sent to a promise whose answer lives on the
+// peer go out at once (promise pipelining) and keep travelling through that
+// answer, even after it resolves: paths are never shortened across the
+// wire, so no embargo is needed. PROTOCOL.md §19 gives the rules.
+//
+// # Garbage
+//
+// An import is released when the program calls [Ref.Release] or when Go's
+// garbage collector finds it unreachable; the exporter then drops its
+// entry. Releases carry counts, so a release racing a fresh export of the
+// same object never frees it. Cycles across connections are not collected.
+//
+// # Errors
+//
+// A promise breaks with the actor's error (a local actor's error value as
+// is; from the peer a [*bokbok.RemoteError]), with a *bokbok.RemoteError
+// whose code starts with "ocap." for failures of the layer itself (no such
+// method, bad arguments, a panic in the actor), or with an error matching
+// [ErrDisconnected] when the connection is lost.
+package ocap

@@ -1,0 +1,193 @@
+package ocap
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/bokbok-go/bokbok"
+)
+
+// Node serves the capability protocol on bokbok connections. It is a
+// bokbok.Handler: set it as Config.Handler of connections (or of a
+// Server) that should speak capabilities. Messages that are not capability
+// messages go to Fallback, so an application can use one connection for
+// both.
+//
+// A Node's bootstrap object answers "fetch" with the references
+// registered by name. Nothing else is reachable from the peer until the
+// program sends it references. The zero Node is ready to use.
+type Node struct {
+	// Fallback handles requests and notifications that are not
+	// capability messages. Nil answers requests with bokbok.CodeNoHandler
+	// and drops notifications.
+	Fallback bokbok.Handler
+
+	// Logger receives protocol violations by peers. Nil logs nothing.
+	Logger *slog.Logger
+
+	mu       sync.Mutex // guards sessions and names
+	sessions map[*bokbok.Conn]*Session
+	names    map[string]Ref
+}
+
+// Register makes r reachable by name through the bootstrap object of
+// every connection ("fetch", or Session.Fetch on the peer). Registering a
+// name again replaces it.
+func (n *Node) Register(name string, r Ref) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.names == nil {
+		n.names = map[string]Ref{}
+	}
+	n.names[name] = r
+}
+
+// Unregister removes a name. References already fetched stay valid.
+func (n *Node) Unregister(name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.names, name)
+}
+
+func (n *Node) lookup(name string) (Ref, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r, ok := n.names[name]
+	return r, ok
+}
+
+// Session returns the node's session for a connection, starting it if
+// needed. The connection's Handler must be the node. It returns nil if the
+// connection has already closed.
+func (n *Node) Session(c *bokbok.Conn) *Session {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s := n.sessions[c]; s != nil {
+		return s
+	}
+	select {
+	case <-c.Done():
+		return nil
+	default:
+	}
+	if n.sessions == nil {
+		n.sessions = map[*bokbok.Conn]*Session{}
+	}
+	s := newSession(n, c)
+	n.sessions[c] = s
+	return s
+}
+
+// Sessions returns the node's open sessions.
+func (n *Node) Sessions() []*Session {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*Session, 0, len(n.sessions))
+	for _, s := range n.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
+// forget removes a session whose connection has closed.
+func (n *Node) forget(s *Session) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.sessions[s.conn] == s {
+		delete(n.sessions, s.conn)
+	}
+}
+
+// Dial connects to addr (see bokbok.Dial) with the node as the
+// connection's handler and returns the session. cfg may be nil; its
+// Handler is replaced.
+func (n *Node) Dial(ctx context.Context, addr string, cfg *bokbok.Config) (*Session, error) {
+	c, err := bokbok.Dial(ctx, addr, n.config(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return n.sessionOrClose(c)
+}
+
+// NewSession runs bokbok.NewConn on nc with the node as the connection's
+// handler and returns the session.
+func (n *Node) NewSession(ctx context.Context, nc net.Conn, cfg *bokbok.Config) (*Session, error) {
+	c, err := bokbok.NewConn(ctx, nc, n.config(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return n.sessionOrClose(c)
+}
+
+func (n *Node) config(cfg *bokbok.Config) *bokbok.Config {
+	var c bokbok.Config
+	if cfg != nil {
+		c = *cfg
+	}
+	c.Handler = n
+	return &c
+}
+
+func (n *Node) sessionOrClose(c *bokbok.Conn) (*Session, error) {
+	s := n.Session(c)
+	if s == nil {
+		err := c.Err()
+		c.Close()
+		return nil, &disconnected{cause: err}
+	}
+	return s, nil
+}
+
+// ServeBokbok implements bokbok.Handler: capability messages go to the
+// connection's session, others to Fallback.
+func (n *Node) ServeBokbok(ctx context.Context, req *bokbok.Request) (any, error) {
+	op, isCap := capOp(req.Raw())
+	if !isCap {
+		if n.Fallback != nil {
+			return n.Fallback.ServeBokbok(ctx, req)
+		}
+		return nil, bokbok.Errorf(bokbok.CodeNoHandler, "this peer serves only capability messages")
+	}
+	if !req.IsNotification() {
+		return nil, bokbok.Errorf(CodeBadArgs, "capability message %s must be a notification", op)
+	}
+	if s := n.Session(req.Conn()); s != nil {
+		s.receive(req.Raw())
+	}
+	return nil, nil
+}
+
+func (n *Node) logf(format string, args ...any) {
+	if n.Logger != nil {
+		n.Logger.Warn("ocap: protocol violation", "detail", fmt.Sprintf(format, args...))
+	}
+}
+
+// bootstrap is a session's bootstrap object, export 0.
+func (n *Node) bootstrap(s *Session) target { return bootstrapObj{n: n} }
+
+type bootstrapObj struct{ n *Node }
+
+func (b bootstrapObj) deliver(m *message) {
+	if m.method != "fetch" {
+		m.fail(remoteErrorf(CodeNoMethod, "the bootstrap object has no method %q (it has fetch)", m.method))
+		return
+	}
+	var name string
+	if err := (&Message{Method: m.method, args: m.args}).Args(&name); err != nil {
+		m.fail(err)
+		return
+	}
+	r, ok := b.n.lookup(name)
+	if !ok {
+		m.fail(remoteErrorf(CodeNotFound, "nothing is registered as %q", name))
+		return
+	}
+	if m.answer != nil {
+		p, err := encodePayload(r)
+		m.answer.settle(p, err)
+	}
+}
