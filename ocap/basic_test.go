@@ -33,7 +33,7 @@ func TestPipelineCarFactory(t *testing.T) {
 	vat := NewVat("server")
 	defer vat.Close()
 	var server, client Node
-	server.Register("factory", vat.Spawn(factory{}))
+	server.Bind("factory", vat.Spawn(factory{}))
 	cs, ss, err := Pipe(ctx, &client, &server)
 	require.NoError(t, err)
 	defer ss.Close()

@@ -19,7 +19,7 @@ func TestQuickGC(t *testing.T) {
 	defer va.Close()
 	defer vb.Close()
 	var a, b Node
-	b.Register("holder", vb.Spawn(&holder{}))
+	b.Bind("holder", vb.Spawn(&holder{}))
 	sa, sb, err := Pipe(ctx, &a, &b)
 	require.NoError(t, err)
 	defer sb.Close()

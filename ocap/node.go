@@ -17,7 +17,7 @@ import (
 // both.
 //
 // A Node's bootstrap object answers "fetch" with the references
-// registered by name. Nothing else is reachable from the peer until the
+// bound to names (Bind). Nothing else is reachable from the peer until the
 // program sends it references. The zero Node is ready to use.
 type Node struct {
 	// Fallback handles requests and notifications that are not
@@ -33,10 +33,10 @@ type Node struct {
 	names    map[string]Ref
 }
 
-// Register makes r reachable by name through the bootstrap object of
-// every connection ("fetch", or Session.Fetch on the peer). Registering a
+// Bind makes r reachable by name through the bootstrap object of
+// every connection ("fetch", or Session.Fetch on the peer). Binding a
 // name again replaces it.
-func (n *Node) Register(name string, r Ref) {
+func (n *Node) Bind(name string, r Ref) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.names == nil {
@@ -45,8 +45,8 @@ func (n *Node) Register(name string, r Ref) {
 	n.names[name] = r
 }
 
-// Unregister removes a name. References already fetched stay valid.
-func (n *Node) Unregister(name string) {
+// Unbind removes a name. References already fetched stay valid.
+func (n *Node) Unbind(name string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.names, name)
@@ -183,7 +183,7 @@ func (b bootstrapObj) deliver(m *message) {
 	}
 	r, ok := b.n.lookup(name)
 	if !ok {
-		m.fail(remoteErrorf(CodeNotFound, "nothing is registered as %q", name))
+		m.fail(remoteErrorf(CodeNotFound, "nothing is bound to %q", name))
 		return
 	}
 	if m.answer != nil {

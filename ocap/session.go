@@ -76,10 +76,10 @@ func newSession(n *Node, c *bokbok.Conn) *Session {
 
 // Bootstrap returns the peer's bootstrap object, the one reference each
 // side has from the start. Its method "fetch" takes a name and answers
-// the reference the peer registered under it (Node.Register).
+// the reference the peer bound to it (Node.Bind).
 func (s *Session) Bootstrap() Ref { return Ref{t: s.boot} }
 
-// Fetch asks the peer's bootstrap object for the reference registered
+// Fetch asks the peer's bootstrap object for the reference bound
 // under name. Messages can be pipelined to the promise at once.
 func (s *Session) Fetch(name string) *Promise { return s.Bootstrap().Send("fetch", name) }
 
