@@ -28,9 +28,26 @@ type Node struct {
 	// Logger receives protocol violations by peers. Nil logs nothing.
 	Logger *slog.Logger
 
-	mu       sync.Mutex // guards sessions and names
+	// Addr is the address peers dial to reach this node (bokbok.ParseAddr
+	// forms), written into the sturdyrefs Register makes.
+	Addr string
+
+	// Realm is the bokbok.Config.Realm of the node's server, written into
+	// its sturdyrefs; "" by default.
+	Realm string
+
+	// Config holds the settings of connections Enliven dials (nil: the
+	// defaults); their Key, User, Realm and Handler are set by Enliven.
+	Config *bokbok.Config
+
+	// Store, if set, keeps the swiss numbers of RegisterAs.
+	Store *Store
+
+	mu       sync.Mutex // guards the maps below
 	sessions map[*bokbok.Conn]*Session
 	names    map[string]Ref
+	sturdy   map[string]*sturdyEntry // by sturdyID
+	hosts    map[string]*hostDial    // connections for Enliven, by address and realm
 }
 
 // Bind makes r reachable by name through the bootstrap object of
@@ -99,6 +116,25 @@ func (n *Node) forget(s *Session) {
 	if n.sessions[s.conn] == s {
 		delete(n.sessions, s.conn)
 	}
+	for key, d := range n.hosts {
+		select {
+		case <-d.done:
+			if d.s == s {
+				delete(n.hosts, key)
+			}
+		default:
+		}
+	}
+}
+
+// Close closes the connections of all the node's sessions (those it dialled
+// and those it serves) and waits until the sessions have ended. The node
+// stays usable: new connections start new sessions.
+func (n *Node) Close() error {
+	for _, s := range n.Sessions() {
+		s.Close()
+	}
+	return nil
 }
 
 // Dial connects to addr (see bokbok.Dial) with the node as the
@@ -146,7 +182,7 @@ func (n *Node) sessionOrClose(c *bokbok.Conn) (*Session, error) {
 func (n *Node) ServeBokbok(ctx context.Context, req *bokbok.Request) (any, error) {
 	op, isCap := capOp(req.Raw())
 	if !isCap {
-		if n.Fallback != nil {
+		if n.Fallback != nil && !isSturdyConn(req.Conn()) {
 			return n.Fallback.ServeBokbok(ctx, req)
 		}
 		return nil, bokbok.Errorf(bokbok.CodeNoHandler, "this peer serves only capability messages")
@@ -167,27 +203,61 @@ func (n *Node) logf(format string, args ...any) {
 }
 
 // bootstrap is a session's bootstrap object, export 0.
-func (n *Node) bootstrap(s *Session) target { return bootstrapObj{n: n} }
+func (n *Node) bootstrap(s *Session) target { return bootstrapObj{n: n, s: s} }
 
-type bootstrapObj struct{ n *Node }
+type bootstrapObj struct {
+	n *Node
+	s *Session
+}
 
+// deliver answers "fetch" (a name bound with Node.Bind) and "enliven" (a
+// swiss number registered with Node.Register).
 func (b bootstrapObj) deliver(m *message) {
-	if m.method != "fetch" {
-		m.fail(remoteErrorf(CodeNoMethod, "the bootstrap object has no method %q (it has fetch)", m.method))
-		return
+	var r Ref
+	var err error
+	switch m.method {
+	case "fetch":
+		r, err = b.fetch(m)
+	case "enliven":
+		r, err = b.enliven(m)
+	default:
+		err = remoteErrorf(CodeNoMethod, "the bootstrap object has no method %q (it has fetch and enliven)", m.method)
 	}
-	var name string
-	if err := (&Message{Method: m.method, args: m.args}).Args(&name); err != nil {
+	if err != nil {
 		m.fail(err)
-		return
-	}
-	r, ok := b.n.lookup(name)
-	if !ok {
-		m.fail(remoteErrorf(CodeNotFound, "nothing is bound to %q", name))
 		return
 	}
 	if m.answer != nil {
 		p, err := encodePayload(r)
 		m.answer.settle(p, err)
 	}
+}
+
+func (b bootstrapObj) fetch(m *message) (Ref, error) {
+	if isSturdyConn(b.s.conn) {
+		return Ref{}, remoteErrorf(CodeNoMethod, "a connection opened for a sturdyref can only enliven")
+	}
+	var name string
+	if err := (&Message{Method: m.method, args: m.args}).Args(&name); err != nil {
+		return Ref{}, err
+	}
+	r, ok := b.n.lookup(name)
+	if !ok {
+		return Ref{}, remoteErrorf(CodeNotFound, "nothing is bound to %q", name)
+	}
+	return r, nil
+}
+
+func (b bootstrapObj) enliven(m *message) (Ref, error) {
+	var swiss []byte
+	if err := (&Message{Method: m.method, args: m.args}).Args(&swiss); err != nil {
+		return Ref{}, err
+	}
+	b.n.mu.Lock()
+	e := b.n.lookupSwissLocked(swiss)
+	b.n.mu.Unlock()
+	if e == nil {
+		return Ref{}, remoteErrorf(CodeNotFound, "no such sturdyref (revoked, or never registered here)")
+	}
+	return e.ref, nil
 }
