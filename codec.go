@@ -221,6 +221,10 @@ var decoderPool = sync.Pool{New: func() any {
 	d := &decoder{}
 	d.dec = msgpack.NewDecoder(&d.r)
 	d.dec.UseLooseInterfaceDecoding(true)
+	// checkMsgpack has already made sure every declared length fits in the
+	// bytes received, so slices can be allocated whole rather than grown
+	// 1 MiB at a time.
+	d.dec.DisableAllocLimit(true)
 	return d
 }}
 
