@@ -59,7 +59,7 @@ func (k *Key) UnmarshalText(text []byte) error {
 		return fmt.Errorf("bokbok: bad key: %d characters, want %d (standard base64 of 32 bytes, as printed by GenerateKey's MarshalText)", len(text), want)
 	}
 	var buf [KeySize + 2]byte
-	n, err := base64.StdEncoding.Decode(buf[:], text)
+	n, err := base64.StdEncoding.Strict().Decode(buf[:], text)
 	if err != nil {
 		return fmt.Errorf("bokbok: bad key: not standard base64: %v", err)
 	}

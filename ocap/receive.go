@@ -59,7 +59,11 @@ func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 			s.mu.Unlock()
 			return protocolErrorf("question %d is already in use", q)
 		}
-		ans = &Promise{st: &promiseState{}}
+		// The answer entry is the answer's only holder: once it is gone (and
+		// with it every message the peer could still pipeline to it), the
+		// garbage collector finishes the question the answer may have been
+		// forwarded as, to another peer.
+		ans = newPromise()
 		s.answers[q] = &answerEntry{p: ans}
 	}
 	refs, rerr := s.resolveLocked(ds)
@@ -68,8 +72,9 @@ func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 
 	m := &message{method: method, args: payload{data: args, refs: refs}}
 	if ans != nil {
-		m.answer = ans.st
-		ans.st.onSettle(func() { s.sendReturn(q, ans.st) })
+		st := ans.st // not ans: a listener must not keep the handle alive
+		m.answer = st
+		st.onSettle(func() { s.sendReturn(q, st) })
 	}
 	switch {
 	case terr != nil:

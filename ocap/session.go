@@ -276,11 +276,29 @@ func (s *Session) describeLocked(refs []Ref) ([]desc, error) {
 	for i, r := range refs {
 		d, err := s.describeOneLocked(r.t)
 		if err != nil {
+			s.unexportLocked(ds[:i]) // the message is not sent: undo its counts
 			return nil, err
 		}
 		ds[i] = d
 	}
 	return ds, nil
+}
+
+// unexportLocked takes back the exports counted for descriptors that are
+// not sent after all. s.mu is held.
+func (s *Session) unexportLocked(ds []desc) {
+	for _, d := range ds {
+		if d.kind != descMyExport {
+			continue
+		}
+		if e := s.exports[d.id]; e != nil {
+			e.count--
+			if e.count == 0 {
+				delete(s.exports, d.id)
+				delete(s.ids, e.t)
+			}
+		}
+	}
 }
 
 func (s *Session) describeOneLocked(t target) (desc, error) {
@@ -345,4 +363,17 @@ func (s *Session) sendReturn(q uint64, st *promiseState) {
 			e.returned = true
 		}
 	}
+}
+
+// Shutdown ends the session gracefully: it shuts the connection down (see
+// bokbok.Conn.Shutdown: capability messages already queued are written,
+// answers to this side's requests awaited) and waits until the session has
+// ended or ctx ends, when it closes the connection.
+func (s *Session) Shutdown(ctx context.Context) error {
+	err := s.conn.Shutdown(ctx)
+	if err != nil {
+		s.conn.Close()
+	}
+	<-s.done
+	return err
 }

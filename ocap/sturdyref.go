@@ -79,7 +79,8 @@ func ParseSturdyref(uri string) (Sturdyref, error) {
 	if err != nil {
 		return bad("%v", err)
 	}
-	if u.User != nil || u.Fragment != "" || u.Opaque != "" {
+	// Any '#' starts a fragment, also an empty one (which url.Parse drops).
+	if u.User != nil || strings.Contains(uri, "#") || u.Opaque != "" {
 		return bad("it has parts a sturdyref does not (user, fragment, or no //)")
 	}
 	var s Sturdyref
@@ -122,7 +123,13 @@ func ParseSturdyref(uri string) (Sturdyref, error) {
 	if len(s.Swiss) < minSwissSize {
 		return bad("the swiss number has %d bytes, want at least %d", len(s.Swiss), minSwissSize)
 	}
-	for k, vs := range u.Query() {
+	// url.URL.Query would silently drop malformed pairs (such as a bad
+	// escape or a ';'), and with them an unknown parameter or the realm.
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return bad("malformed query: %v", err)
+	}
+	for k, vs := range query {
 		if k != "realm" || len(vs) != 1 {
 			return bad("unknown or repeated query parameter %q", k)
 		}
