@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,8 +21,11 @@ import (
 	"github.com/bokbok-go/bokbok"
 )
 
-// build compiles the example commands named (directories under examples/)
-// into a temporary directory and returns the path of each binary.
+// build compiles the example commands named (directories under examples/,
+// such as "server" or "carfactory/client") into a temporary directory and
+// returns the path of each binary, by name. Each binary is named after the
+// last element of its directory, so commands built together must differ
+// in it.
 func build(t *testing.T, names ...string) map[string]string {
 	t.Helper()
 	gotool, err := exec.LookPath("go")
@@ -36,9 +40,15 @@ func build(t *testing.T, names ...string) map[string]string {
 		args = append(args, "-race")
 	}
 	bins := make(map[string]string)
+	seen := make(map[string]string)
 	for _, n := range names {
+		base := filepath.Base(n)
+		if prev, dup := seen[base]; dup {
+			t.Fatalf("build: %s and %s would both be built as %s", prev, n, base)
+		}
+		seen[base] = n
 		args = append(args, "./"+n)
-		bins[n] = filepath.Join(dir, n)
+		bins[n] = filepath.Join(dir, base)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -192,6 +202,32 @@ func checkDemoCalls(t *testing.T, s string) {
 		"== all done",
 	)
 	checkOrder(t, "the demo's transcript", s, `"step 3 done"`, `"step 2 done"`, `"step 1 done"`)
+	checkDemoCapabilities(t, s)
+}
+
+// checkDemoCapabilities checks the part of the transcript where the
+// client passes a reference to its listener actor to the server, which
+// calls it back.
+func checkDemoCapabilities(t *testing.T, s string) {
+	t.Helper()
+	checkContains(t, "the demo's transcript", s,
+		"== capabilities: an actor reference passed across and called back\n"+
+			"client: spawned ocap.Ref(actor *main.listener in vat \"client\")\n"+
+			"client -> server: fetch [board], then subscribe [a reference to the listener], without waiting\n",
+		"server -> client's listener: hear [sunny], hear [windy], hear [rain later], count []\n"+
+			"client: the listener heard \"sunny\" (running in the client's vat)\n"+
+			"client: the listener heard \"windy\" (running in the client's vat)\n"+
+			"client: the listener heard \"rain later\" (running in the client's vat)\n"+
+			"server -> client: 3 (the listener's own answer to count, passed on by the board)\n"+
+			"client -> server: echo [a reference to the listener]\n"+
+			"server -> client: ocap.Ref(actor *main.listener in vat \"client\"), the listener itself and not a proxy (== the client's reference: true)\n"+
+			"== graceful shutdown\n",
+	)
+	// On the server, the listener is an import from the client's end of
+	// the connection.
+	checkMatches(t, "the demo's transcript", s,
+		`(?m)^client -> server: fetch \[board\].*\nserver: the board got ocap\.Ref\(import 1 from 127\.0\.0\.1:\d+\), a reference to the client's listener\nserver -> client's listener: `,
+	)
 }
 
 func TestDemo(t *testing.T) {
@@ -444,4 +480,176 @@ func TestServerAndClientInsecure(t *testing.T) {
 	out := srv.out.String()
 	checkServerLog(t, out, " (insecure)")
 	checkContains(t, "the server's output", out, "listening on "+sock+" (insecure)")
+}
+
+// runCarClient runs examples/carfactory/client with args and returns what
+// it printed on standard output (the car's answer) and on standard error
+// (its log).
+func runCarClient(t *testing.T, bin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// runGoodCarClient runs a client that orders a car and drives it, and
+// checks what it prints.
+func runGoodCarClient(t *testing.T, bin string, srv *server, sock, model, color string, args ...string) {
+	t.Helper()
+	args = append([]string{"-addr", sock, "-model", model, "-color", color}, args...)
+	stdout, stderr, err := runCarClient(t, bin, args...)
+	if err != nil {
+		t.Fatalf("carfactory client %s: %v\nclient output:\n%s%s\nserver output:\n%s", strings.Join(args, " "), err, stdout, stderr, srv.out)
+	}
+	noise := "The " + color + " " + model + " goes vroom!"
+	if stdout != noise+"\n" {
+		t.Errorf("the client printed %q on standard output, want %q", stdout, noise+"\n")
+	}
+	checkContains(t, "the client's log", stderr,
+		"client: ",
+		"connected to "+sock,
+		`sent fetch ["factory"], make-car [`+model+` `+color+`] and drive [], without waiting for an answer`,
+		`drive -> "`+noise+`" (one round trip for all three messages)`,
+		"shut down: bokbok: connection closed: bokbok: connection shutting down\n",
+	)
+	checkOrder(t, "the client's log", stderr, "connected to", "sent fetch", "drive -> ", "shut down")
+	checkLacks(t, "the client's log", stderr, "WARN", "error: ")
+}
+
+// runRefusedCarClient runs a client that must fail, and checks that it
+// exits with the given status and logs an error containing want.
+func runRefusedCarClient(t *testing.T, bin string, status int, want string, args ...string) {
+	t.Helper()
+	stdout, stderr, err := runCarClient(t, bin, args...)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != status {
+		t.Errorf("carfactory client %s: got %v, want exit status %d\n%s%s", strings.Join(args, " "), err, status, stdout, stderr)
+		return
+	}
+	if stdout != "" {
+		t.Errorf("carfactory client %s: printed %q on standard output, want nothing", strings.Join(args, " "), stdout)
+	}
+	if !regexp.MustCompile(`(?m)^client: \d\d:\d\d:\d\d error: .*` + regexp.QuoteMeta(want)).MatchString(stderr) {
+		t.Errorf("carfactory client %s: want an error line containing %q, got:\n%s", strings.Join(args, " "), want, stderr)
+	}
+}
+
+func TestCarFactory(t *testing.T) {
+	bins := build(t, "carfactory/server", "carfactory/client")
+	client := bins["carfactory/client"]
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "cars.sock")
+	keyFile := writeKey(t, dir, "tester.key")
+	wrongKeyFile := writeKey(t, dir, "wrong.key")
+	auth := []string{"-user", "tester", "-key-file", keyFile, "-realm", "test-realm"}
+
+	srv := startServer(t, bins["carfactory/server"], sock, auth...)
+	runGoodCarClient(t, client, srv, sock, "Explorist", "blue", auth...)
+	runGoodCarClient(t, client, srv, sock, "Roadster", "red", auth...)
+
+	// An order the factory refuses breaks the promise for the car, and
+	// with it the promise for the noise, which was sent to the car.
+	runRefusedCarClient(t, client, 1, `the server says [carfactory.bad_order]: a car needs a model and a color, got model "" and color "blue"`,
+		append([]string{"-addr", sock, "-model", ""}, auth...)...)
+	runRefusedCarClient(t, client, 1, "bokbok: authentication failed",
+		"-addr", sock, "-user", "tester", "-key-file", wrongKeyFile, "-realm", "test-realm")
+	runRefusedCarClient(t, client, 1, "bokbok: security mode mismatch", "-addr", sock, "-insecure")
+	runRefusedCarClient(t, client, 2, "no key: give -key KEY or -key-file FILE", "-addr", sock)
+	runRefusedCarClient(t, client, 1, "is the server running?", "-addr", filepath.Join(dir, "nothing.sock"), "-insecure")
+
+	waitFor(t, srv.out, "connection #3 closed", srv.exited)
+	srv.stop(t, sock)
+	out := srv.out.String()
+	checkContains(t, "the server's output", out,
+		`listening on `+sock+` (secure: user "tester", realm "test-realm"); the factory is bound as "factory"`,
+		`connection #1 opened, authenticated as user "tester"`,
+		"factory: make-car [Explorist blue]: made car #1\n",
+		`car #1: drive -> "The blue Explorist goes vroom!"`,
+		"factory: make-car [Roadster red]: made car #2\n",
+		`car #2: drive -> "The red Roadster goes vroom!"`,
+		"factory: make-car [ blue]: refused\n",
+		"connection #1 closed: bokbok: connection closed: bokbok: connection shutting down\n",
+		"connection #3 closed: bokbok: connection closed: bokbok: connection shutting down\n",
+		"shutting down",
+		"stopped",
+	)
+	checkOrder(t, "the server's output", out, "made car #1", "car #1: drive", "made car #2", "car #2: drive")
+	checkLacks(t, "the server's output", out, "connection #4", "generated", "WARN", "ERROR")
+}
+
+// Without a key, the server makes one and says how to run the client
+// with it.
+func TestCarFactoryGeneratesKey(t *testing.T) {
+	bins := build(t, "carfactory/server", "carfactory/client")
+	sock := filepath.Join(t.TempDir(), "cars.sock")
+	srv := startServer(t, bins["carfactory/server"], sock)
+
+	const prefix = "go run ./examples/carfactory/client "
+	out := srv.out.String()
+	i := strings.Index(out, prefix)
+	if i < 0 {
+		t.Fatalf("the server printed no client command:\n%s", out)
+	}
+	line, _, _ := strings.Cut(out[i+len(prefix):], "\n")
+	args := strings.Fields(line)
+	if want := []string{"-addr", sock, "-user", "demo", "-key"}; len(args) != 6 || strings.Join(args[:5], " ") != strings.Join(want, " ") {
+		t.Fatalf("the client command is %q, want %q and a key", line, want)
+	}
+	if _, err := bokbok.ParseKey(args[5]); err != nil {
+		t.Fatalf("the key in the client command: %v", err)
+	}
+	runGoodCarClient(t, bins["carfactory/client"], srv, sock, "Explorist", "blue", args[2:]...)
+	waitFor(t, srv.out, "connection #1 closed", srv.exited)
+	srv.stop(t, sock)
+	checkContains(t, "the server's output", srv.out.String(),
+		`no -key or -key-file given: generated a key for user "demo"`,
+		`connection #1 opened, authenticated as user "demo"`,
+		`car #1: drive -> "The blue Explorist goes vroom!"`,
+	)
+}
+
+func TestCarFactoryInsecure(t *testing.T) {
+	bins := build(t, "carfactory/server", "carfactory/client")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "cars.sock")
+	keyFile := writeKey(t, dir, "demo.key")
+
+	// A socket left behind by a server that was killed: nothing answers
+	// on it, so the server removes it and listens in its place.
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+
+	srv := startServer(t, bins["carfactory/server"], sock, "-insecure")
+	checkContains(t, "the server's output", srv.out.String(), "removed the stale socket "+sock)
+	runGoodCarClient(t, bins["carfactory/client"], srv, sock, "Explorist", "blue", "-insecure")
+	runRefusedCarClient(t, bins["carfactory/client"], 1, "bokbok: security mode mismatch", "-addr", sock, "-key-file", keyFile)
+
+	// A second server on the same socket stops, and leaves the first
+	// one's socket alone.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bins["carfactory/server"], "-addr", sock, "-insecure").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "another server is running on "+sock) {
+		t.Errorf("a second server on %s: got %v, want exit status 1 and \"another server is running\":\n%s", sock, err, out)
+	}
+	runGoodCarClient(t, bins["carfactory/client"], srv, sock, "Roadster", "red", "-insecure")
+
+	// The refused client and the second server's probe never opened.
+	waitFor(t, srv.out, "connection #2 closed", srv.exited)
+	srv.stop(t, sock)
+	checkContains(t, "the server's output", srv.out.String(),
+		`listening on `+sock+` (insecure); the factory is bound as "factory"`,
+		"connection #1 opened (insecure)",
+		`car #1: drive -> "The blue Explorist goes vroom!"`,
+		`car #2: drive -> "The red Roadster goes vroom!"`,
+	)
 }

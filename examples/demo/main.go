@@ -5,7 +5,8 @@
 // an insecure client), calls both ways, a callback made while a request is
 // being served, concurrent calls answered out of order, a notification,
 // remote errors and a recovered panic, a cancelled call, messages that are
-// too large, and a graceful shutdown.
+// too large, an actor reference passed across and called back (package
+// ocap), and a graceful shutdown.
 //
 //	go run ./examples/demo                      # secure: a generated key
 //	go run ./examples/demo -passphrase 'a long passphrase'
@@ -13,6 +14,10 @@
 //
 // -passphrase derives the key with bokbok.PassphraseToKey instead of
 // generating it, which takes a noticeable fraction of a second by design.
+//
+// Both sides' Handler is an ocap.Node, which serves capability messages
+// and hands every other message to its Fallback, so one connection carries
+// plain calls and actor messages alike.
 //
 // It exits 0 if everything happened as expected and 1 otherwise.
 package main
@@ -30,6 +35,7 @@ import (
 	"time"
 
 	"github.com/bokbok-go/bokbok"
+	"github.com/bokbok-go/bokbok/ocap"
 )
 
 // Msg is the message both sides send: a method name and its arguments.
@@ -366,10 +372,19 @@ func run(secure bool, passphrase string) error {
 		say("server: realm %q; knows one user, %q", realm, user)
 	}
 
+	// Each side's Handler is a capability Node; messages that are not
+	// capability messages go to its Fallback. The server binds its board
+	// actor, in a vat of its own, under a name clients can fetch.
+	serverVat := ocap.NewVat("server")
+	defer serverVat.Close()
+	serverNode := &ocap.Node{Fallback: bokbok.HandlerFunc(d.serveServer)}
+	serverNode.Bind("board", serverVat.Spawn(&board{d: d}))
+	clientNode := &ocap.Node{Fallback: bokbok.HandlerFunc(serveClient)}
+
 	say("== dial")
 	srv := &bokbok.Server{
 		Config: bokbok.Config{
-			Handler:        bokbok.HandlerFunc(d.serveServer),
+			Handler:        serverNode,
 			OnClose:        func(c *bokbok.Conn, reason error) { d.closed <- reason },
 			MaxMessageSize: 1024, // the server accepts messages of up to 1 KiB
 		},
@@ -379,7 +394,7 @@ func run(secure bool, passphrase string) error {
 		},
 	}
 	clientCfg := &bokbok.Config{
-		Handler:        bokbok.HandlerFunc(serveClient),
+		Handler:        clientNode,
 		MaxMessageSize: 64 << 10, // the client accepts messages of up to 64 KiB
 	}
 	mode := "insecure"
@@ -575,6 +590,10 @@ func run(secure bool, passphrase string) error {
 		return fmt.Errorf("%v does not match ErrMessageTooLarge", err)
 	}
 
+	if err := d.capabilities(ctx, clientNode.Session(client)); err != nil {
+		return err
+	}
+
 	say("== graceful shutdown")
 	finished := make(chan error, 1)
 	var finishReply string
@@ -635,6 +654,91 @@ func run(secure bool, passphrase string) error {
 	say("server: stopped; Serve returned: %v", serveErr)
 	if !errors.Is(serveErr, bokbok.ErrServerClosed) {
 		return fmt.Errorf("Serve returned %v", serveErr)
+	}
+	return nil
+}
+
+// board is the server's actor, bound as "board". Its vat runs it one
+// message at a time.
+type board struct{ d *demo }
+
+// Subscribe gets a reference to the caller's listener inside the message,
+// and calls the listener back: three notes, then "count". It answers with
+// the promise for the count, so the caller's promise settles as that one
+// does: with the listener's own answer.
+func (b *board) Subscribe(l ocap.Ref) *ocap.Promise {
+	b.d.say("server: the board got %s, a reference to the client's listener", l)
+	b.d.say("server -> client's listener: hear [sunny], hear [windy], hear [rain later], count []")
+	for _, news := range []string{"sunny", "windy", "rain later"} {
+		l.SendOnly("hear", news)
+	}
+	return l.Send("count")
+}
+
+// Echo answers the reference it is given.
+func (b *board) Echo(r ocap.Ref) ocap.Ref { return r }
+
+// listener is the client's actor. The server calls it back; it runs in
+// the client's vat.
+type listener struct {
+	d     *demo
+	heard []string
+}
+
+func (l *listener) Hear(news string) {
+	l.d.say("client: the listener heard %q (running in the client's vat)", news)
+	l.heard = append(l.heard, news)
+}
+
+func (l *listener) Count() int { return len(l.heard) }
+
+// capabilities passes a reference to a client actor to the server, which
+// calls it back across the connection.
+func (d *demo) capabilities(ctx context.Context, s *ocap.Session) error {
+	d.say("== capabilities: an actor reference passed across and called back")
+	if s == nil {
+		return errors.New("the client's connection has closed")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	vat := ocap.NewVat("client")
+	defer vat.Close()
+	l := vat.Spawn(&listener{d: d})
+	d.say("client: spawned %s", l)
+
+	// Both messages go out at once: subscribe is addressed to the answer
+	// of fetch, before it exists (promise pipelining).
+	d.say("client -> server: fetch [board], then subscribe [a reference to the listener], without waiting")
+	boardP := s.Fetch("board")
+	r, err := boardP.Send("subscribe", l).Await(ctx)
+	if err != nil {
+		d.say("server -> client: %s", describe(err))
+		return err
+	}
+	var count int
+	if err := r.Decode(&count); err != nil {
+		return err
+	}
+	d.say("server -> client: %d (the listener's own answer to count, passed on by the board)", count)
+	if count != 3 {
+		return fmt.Errorf("the listener counted %d notes, want 3", count)
+	}
+
+	// The server's import of the listener, sent back, arrives as the
+	// client's own actor: no proxy of a proxy.
+	d.say("client -> server: echo [a reference to the listener]")
+	r, err = boardP.Send("echo", l).Await(ctx)
+	if err != nil {
+		d.say("server -> client: %s", describe(err))
+		return err
+	}
+	back, err := r.Ref()
+	if err != nil {
+		return err
+	}
+	d.say("server -> client: %s, the listener itself and not a proxy (== the client's reference: %v)", back, back == l)
+	if back != l {
+		return errors.New("the listener came back as another reference")
 	}
 	return nil
 }
