@@ -95,6 +95,7 @@ var readmeImports = map[string]string{
 	"io":      "io",
 	"log":     "log",
 	"net":     "net",
+	"ocap":    "github.com/bokbok-go/bokbok/ocap",
 	"os":      "os",
 	"signal":  "os/signal",
 	"slog":    "log/slog",
