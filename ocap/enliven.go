@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/bokbok-go/bokbok"
@@ -61,6 +62,16 @@ func (n *Node) register(r Ref, swiss []byte, label string) (Sturdyref, error) {
 	a, err := bokbok.ParseAddr(n.Addr)
 	if err != nil {
 		return Sturdyref{}, fmt.Errorf("ocap: Node.Addr: %w", err)
+	}
+	if a.Network == "unix" && !strings.HasPrefix(a.Address, "/") {
+		// Its URI would not parse, and peers elsewhere could not use it.
+		return Sturdyref{}, fmt.Errorf("ocap: Node.Addr %q: a sturdyref needs an absolute socket path", n.Addr)
+	}
+	if a.Network == "tcp" {
+		host, port, _ := net.SplitHostPort(a.Address)
+		if host == "" || port == "0" {
+			return Sturdyref{}, fmt.Errorf("ocap: Node.Addr %q: a sturdyref needs a host and a port peers can dial (use the listener's address)", n.Addr)
+		}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

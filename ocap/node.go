@@ -29,7 +29,8 @@ type Node struct {
 	Logger *slog.Logger
 
 	// Addr is the address peers dial to reach this node (bokbok.ParseAddr
-	// forms), written into the sturdyrefs Register makes.
+	// forms; a Unix socket by its absolute path), written into the
+	// sturdyrefs Register makes.
 	Addr string
 
 	// Realm is the bokbok.Config.Realm of the node's server, written into
@@ -104,6 +105,11 @@ func (n *Node) Sessions() []*Session {
 	defer n.mu.Unlock()
 	out := make([]*Session, 0, len(n.sessions))
 	for _, s := range n.sessions {
+		select {
+		case <-s.done: // ended; its sendLoop has yet to forget it
+			continue
+		default:
+		}
 		out = append(out, s)
 	}
 	return out

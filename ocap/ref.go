@@ -94,6 +94,22 @@ func (r Ref) Release() {
 	}
 }
 
+// Session returns the session r's messages leave through: the one it was
+// imported over, or, for a promise, the one its answer will come back on
+// once its message has left. It is nil for local actors and promises.
+// Session().Done() tells when the reference stops working.
+func (r Ref) Session() *Session {
+	switch t := r.t.(type) {
+	case *importRef:
+		return t.s
+	case *Promise:
+		if ra := t.st.remote.Load(); ra != nil {
+			return ra.s
+		}
+	}
+	return nil
+}
+
 // IsZero reports whether r is the zero Ref.
 func (r Ref) IsZero() bool { return r.t == nil }
 

@@ -116,7 +116,7 @@ func ParseSturdyref(uri string) (Sturdyref, error) {
 		}
 		s.Addr = bokbok.Addr{Network: "unix", Address: sock}
 	}
-	s.Swiss, err = base64.RawURLEncoding.DecodeString(text)
+	s.Swiss, err = base64.RawURLEncoding.Strict().DecodeString(text)
 	if err != nil {
 		return bad("the swiss number is not unpadded base64url")
 	}
