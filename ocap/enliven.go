@@ -23,6 +23,7 @@ type hostDial struct {
 	done chan struct{} // closed when s and err are set
 	s    *Session
 	err  error
+	quit bool // the dial failed because its caller's context ended
 }
 
 // Register makes a sturdyref for r: anyone who holds it can enliven r, from
@@ -180,10 +181,11 @@ func (n *Node) hostSession(ctx context.Context, s Sturdyref) (*Session, error) {
 			n.hosts[key] = d
 			n.mu.Unlock()
 			d.s, d.err = n.dialHost(ctx, s)
-			close(d.done)
+			d.quit = d.err != nil && ctx.Err() != nil
 			if d.err != nil {
-				n.dropHost(key, d)
+				n.dropHost(key, d) // before done, so that no waiter finds it again
 			}
+			close(d.done)
 			return d.s, d.err
 		}
 		n.mu.Unlock()
@@ -193,6 +195,9 @@ func (n *Node) hostSession(ctx context.Context, s Sturdyref) (*Session, error) {
 			return nil, ctx.Err()
 		}
 		if d.err != nil {
+			if d.quit {
+				continue // its caller gave up, not the host: dial with our context
+			}
 			return nil, d.err
 		}
 		select {

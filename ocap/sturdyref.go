@@ -73,7 +73,7 @@ func swissText(b []byte) string { return base64.RawURLEncoding.EncodeToString(b)
 // ParseSturdyref parses a sturdyref URI; errors say what is wrong with it.
 func ParseSturdyref(uri string) (Sturdyref, error) {
 	bad := func(format string, args ...any) (Sturdyref, error) {
-		return Sturdyref{}, fmt.Errorf("ocap: bad sturdyref %q: %s", uri, fmt.Sprintf(format, args...))
+		return Sturdyref{}, fmt.Errorf("ocap: bad sturdyref %q: %s", redactSwiss(uri), fmt.Sprintf(format, args...))
 	}
 	u, err := url.Parse(uri)
 	if err != nil {
@@ -139,6 +139,25 @@ func ParseSturdyref(uri string) (Sturdyref, error) {
 		return bad("the realm has %d bytes, want at most 255", len(s.Realm))
 	}
 	return s, nil
+}
+
+// redactSwiss hides what follows the last "/s/" of a URI (up to a query),
+// so that an error about a sturdyref does not carry its secret into logs.
+func redactSwiss(uri string) string {
+	i := strings.LastIndex(uri, "/s/")
+	if i < 0 {
+		return uri
+	}
+	rest := uri[i+len("/s/"):]
+	tail := ""
+	if j := strings.IndexAny(rest, "?#"); j >= 0 {
+		tail = rest[j:]
+		rest = rest[:j]
+	}
+	if rest == "" {
+		return uri
+	}
+	return uri[:i] + "/s/[swiss number hidden]" + tail
 }
 
 // MarshalText returns the URI, so sturdyrefs can be fields of JSON or
