@@ -262,37 +262,50 @@ func TestDemoInsecure(t *testing.T) {
 	checkLacks(t, "the demo's transcript", s, "authenticated", "server refuses", "Key", "UNEXPECTED")
 }
 
+// process is a running example program.
+type process struct {
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the program has exited
+	waitErr error         // set before exited is closed
+}
+
+// start starts p.cmd. The program is killed, if still running, when the
+// test ends.
+func (p *process) start(t *testing.T) {
+	t.Helper()
+	p.exited = make(chan struct{})
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+}
+
 // server is a running examples/server.
 type server struct {
-	cmd     *exec.Cmd
-	out     *syncBuffer
-	exited  chan struct{}
-	waitErr error
+	process
+	out *syncBuffer
 }
 
 // startServer starts examples/server with args and waits until it listens
 // on sock.
 func startServer(t *testing.T, bin, sock string, args ...string) *server {
 	t.Helper()
-	s := &server{out: new(syncBuffer), exited: make(chan struct{})}
+	s := &server{out: new(syncBuffer)}
 	s.cmd = exec.Command(bin, append([]string{"-addr", sock}, args...)...)
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-s.exited:
-		default:
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
-	})
+	s.start(t)
 	waitFor(t, s.out, "listening on "+sock, s.exited)
 	return s
 }
@@ -435,15 +448,12 @@ func TestServerAndClient(t *testing.T) {
 	checkLacks(t, "the server's output", out, strings.TrimSpace(string(keyText)), "generated")
 }
 
-// Without a key, the server makes one and says how to run the client
-// with it.
-func TestServerGeneratesKey(t *testing.T) {
-	bins := build(t, "server", "client")
-	sock := filepath.Join(t.TempDir(), "bokbok.sock")
-	srv := startServer(t, bins["server"], sock)
-
-	const prefix = "go run ./examples/client "
-	out := srv.out.String()
+// printedClientCommand finds the command that runs the client, which a
+// server printed in out with a key it generated: prefix, such as "go run
+// ./examples/client ", then its flags. It checks that they are -addr
+// sock, -user demo and -key with a valid key, and returns them.
+func printedClientCommand(t *testing.T, out, prefix, sock string) []string {
+	t.Helper()
 	i := strings.Index(out, prefix)
 	if i < 0 {
 		t.Fatalf("the server printed no client command:\n%s", out)
@@ -456,6 +466,18 @@ func TestServerGeneratesKey(t *testing.T) {
 	if _, err := bokbok.ParseKey(args[5]); err != nil {
 		t.Fatalf("the key in the client command: %v", err)
 	}
+	return args
+}
+
+// Without a key, the server makes one and says how to run the client
+// with it.
+func TestServerGeneratesKey(t *testing.T) {
+	bins := build(t, "server", "client")
+	sock := filepath.Join(t.TempDir(), "bokbok.sock")
+	srv := startServer(t, bins["server"], sock)
+
+	out := srv.out.String()
+	args := printedClientCommand(t, out, "go run ./examples/client ", sock)
 	checkContains(t, "the server's output", out, `no -key or -key-file given: generated a key for user "demo"`)
 
 	runGoodClient(t, bins["client"], srv, sock, args[2:]...)
@@ -588,20 +610,7 @@ func TestCarFactoryGeneratesKey(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "cars.sock")
 	srv := startServer(t, bins["carfactory/server"], sock)
 
-	const prefix = "go run ./examples/carfactory/client "
-	out := srv.out.String()
-	i := strings.Index(out, prefix)
-	if i < 0 {
-		t.Fatalf("the server printed no client command:\n%s", out)
-	}
-	line, _, _ := strings.Cut(out[i+len(prefix):], "\n")
-	args := strings.Fields(line)
-	if want := []string{"-addr", sock, "-user", "demo", "-key"}; len(args) != 6 || strings.Join(args[:5], " ") != strings.Join(want, " ") {
-		t.Fatalf("the client command is %q, want %q and a key", line, want)
-	}
-	if _, err := bokbok.ParseKey(args[5]); err != nil {
-		t.Fatalf("the key in the client command: %v", err)
-	}
+	args := printedClientCommand(t, srv.out.String(), "go run ./examples/carfactory/client ", sock)
 	runGoodCarClient(t, bins["carfactory/client"], srv, sock, "Explorist", "blue", args[2:]...)
 	waitFor(t, srv.out, "connection #1 closed", srv.exited)
 	srv.stop(t, sock)

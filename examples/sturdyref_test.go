@@ -27,13 +27,11 @@ const procTimeout = 30 * time.Second
 // proc is a running example program, its standard output and error kept
 // apart.
 type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	stdout  *syncBuffer
-	stderr  *syncBuffer
-	stdin   io.WriteCloser // nil unless asked for
-	exited  chan struct{}
-	waitErr error // set before exited is closed
+	process
+	name   string
+	stdout *syncBuffer
+	stderr *syncBuffer
+	stdin  io.WriteCloser // nil unless asked for
 }
 
 // raceEnv is the environment of the programs: this process's, and for
@@ -52,7 +50,7 @@ func raceEnv() []string {
 // test ends.
 func startProc(t *testing.T, name, dir string, withStdin bool, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, stdout: new(syncBuffer), stderr: new(syncBuffer), exited: make(chan struct{})}
+	p := &proc{name: name, stdout: new(syncBuffer), stderr: new(syncBuffer)}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = raceEnv()
@@ -64,21 +62,7 @@ func startProc(t *testing.T, name, dir string, withStdin bool, bin string, args 
 		}
 		p.stdin = w
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
+	p.start(t)
 	return p
 }
 

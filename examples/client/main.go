@@ -23,11 +23,11 @@ import (
 	"log"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/bokbok-go/bokbok"
+	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 )
 
 // Msg is the message the examples send: a method name and its arguments.
@@ -39,65 +39,26 @@ type Msg struct {
 func main() {
 	addr := flag.String("addr", "localhost:7070", `address of the server: "host:port", or a Unix socket path such as "./bokbok.sock"`)
 	name := flag.String("name", "bokbok-client", "the name to give when the server asks")
-	insecure := flag.Bool("insecure", false, "connect in insecure mode: no key, nothing encrypted")
-	user := flag.String("user", "demo", "the user name to authenticate as")
-	keyText := flag.String("key", "", "the user's key, in its text form (44 characters of base64); see -key-file")
-	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form")
-	realm := flag.String("realm", "bokbok-example", "the server's realm, as the server was given it")
+	keys := exampleutil.ClientKeyFlags() // -insecure, -user, -key, -key-file, -realm
 	verbose := flag.Bool("v", false, "log the library's debug records too")
 	flag.Parse()
 
-	log.SetFlags(log.Ltime)
-	log.SetPrefix("client: ")
-	if *verbose {
-		slog.SetLogLoggerLevel(slog.LevelDebug)
-	}
+	exampleutil.SetupLog("client: ", *verbose)
 
-	cfg := &bokbok.Config{Logger: slog.Default()}
-	if !*insecure {
-		key, err := loadKey(*keyText, *keyFile)
-		if err != nil {
+	// Key, User and Realm from the flags, or none with -insecure.
+	cfg := keys.Config("examples/server")
+	cfg.Logger = slog.Default()
+	if err := run(*addr, *name, cfg); err != nil {
+		// A wrong key or an unknown user fails with bokbok.ErrAuth, a
+		// server of the other mode with bokbok.ErrMode: Hint says what to
+		// check.
+		if hint := keys.Hint(err); hint != "" {
+			log.Printf("error: %v; %s", err, hint)
+		} else {
 			log.Printf("error: %v", err)
-			os.Exit(2)
 		}
-		cfg.Key, cfg.User, cfg.Realm = &key, *user, *realm
+		os.Exit(1)
 	}
-	err := run(*addr, *name, cfg)
-	switch {
-	case err == nil:
-		return
-	case errors.Is(err, bokbok.ErrAuth):
-		log.Printf("error: %v; check -user, -key or -key-file, and -realm", err)
-	case errors.Is(err, bokbok.ErrMode) && *insecure:
-		log.Printf("error: %v; the server is secure: give -key or -key-file instead of -insecure", err)
-	case errors.Is(err, bokbok.ErrMode):
-		log.Printf("error: %v; the server is insecure: use -insecure (and no key)", err)
-	default:
-		log.Printf("error: %v", err)
-	}
-	os.Exit(1)
-}
-
-// loadKey returns the key given by -key or -key-file.
-func loadKey(text, file string) (bokbok.Key, error) {
-	switch {
-	case text != "" && file != "":
-		return bokbok.Key{}, errors.New("give -key or -key-file, not both")
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return bokbok.Key{}, fmt.Errorf("reading the key: %w", err)
-		}
-		// A key file is the key's text form, perhaps with a newline.
-		key, err := bokbok.ParseKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return bokbok.Key{}, fmt.Errorf("%s: %w", file, err)
-		}
-		return key, nil
-	case text != "":
-		return bokbok.ParseKey(text)
-	}
-	return bokbok.Key{}, errors.New("no key: give -key KEY or -key-file FILE (examples/server prints a key when it starts without one), or -insecure for an insecure server")
 }
 
 func run(addr, name string, cfg *bokbok.Config) error {

@@ -31,11 +31,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/bokbok-go/bokbok"
+	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -43,41 +43,23 @@ func main() {
 	addr := flag.String("addr", defaultAddr(), `address of the server: a Unix socket path such as "./cars.sock" (or "host:port")`)
 	model := flag.String("model", "Explorist", "the model of car to order")
 	color := flag.String("color", "blue", "the color of car to order")
-	insecure := flag.Bool("insecure", false, "connect in insecure mode: no key, nothing encrypted")
-	user := flag.String("user", "demo", "the user name to authenticate as")
-	keyText := flag.String("key", "", "the user's key, in its text form (44 characters of base64); see -key-file")
-	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form")
-	realm := flag.String("realm", "bokbok-example", "the server's realm, as the server was given it")
+	keys := exampleutil.ClientKeyFlags() // -insecure, -user, -key, -key-file, -realm
 	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for the server")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
 	flag.Parse()
 
-	log.SetFlags(log.Ltime)
-	log.SetPrefix("client: ")
-	if *verbose {
-		slog.SetLogLoggerLevel(slog.LevelDebug)
-	}
+	exampleutil.SetupLog("client: ", *verbose)
 
-	cfg := &bokbok.Config{Logger: slog.Default()}
-	if !*insecure {
-		key, err := loadKey(*keyText, *keyFile)
-		if err != nil {
-			log.Printf("error: %v", err)
-			os.Exit(2)
-		}
-		cfg.Key, cfg.User, cfg.Realm = &key, *user, *realm
-	}
+	// Key, User and Realm from the flags, or none with -insecure.
+	cfg := keys.Config("examples/carfactory/server")
+	cfg.Logger = slog.Default()
 	err := run(*addr, *model, *color, *timeout, cfg)
 	var re *bokbok.RemoteError
-	switch {
+	switch hint := keys.Hint(err); {
 	case err == nil:
 		return
-	case errors.Is(err, bokbok.ErrAuth):
-		log.Printf("error: %v; check -user, -key or -key-file, and -realm", err)
-	case errors.Is(err, bokbok.ErrMode) && *insecure:
-		log.Printf("error: %v; the server is secure: give -key or -key-file instead of -insecure", err)
-	case errors.Is(err, bokbok.ErrMode):
-		log.Printf("error: %v; the server is insecure: use -insecure (and no key)", err)
+	case hint != "": // bokbok.ErrAuth or bokbok.ErrMode
+		log.Printf("error: %v; %s", err, hint)
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		log.Printf("error: %v; is the server running? (go run ./examples/carfactory/server)", err)
 	case errors.As(err, &re):
@@ -91,28 +73,6 @@ func main() {
 // defaultAddr is examples/carfactory/server's default socket.
 func defaultAddr() string {
 	return filepath.ToSlash(filepath.Join(os.TempDir(), "bokbok-carfactory.sock"))
-}
-
-// loadKey returns the key given by -key or -key-file.
-func loadKey(text, file string) (bokbok.Key, error) {
-	switch {
-	case text != "" && file != "":
-		return bokbok.Key{}, errors.New("give -key or -key-file, not both")
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return bokbok.Key{}, fmt.Errorf("reading the key: %w", err)
-		}
-		// A key file is the key's text form, perhaps with a newline.
-		key, err := bokbok.ParseKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return bokbok.Key{}, fmt.Errorf("%s: %w", file, err)
-		}
-		return key, nil
-	case text != "":
-		return bokbok.ParseKey(text)
-	}
-	return bokbok.Key{}, errors.New("no key: give -key KEY or -key-file FILE (examples/carfactory/server prints a key when it starts without one), or -insecure for an insecure server")
 }
 
 func run(addr, model, color string, timeout time.Duration, cfg *bokbok.Config) error {

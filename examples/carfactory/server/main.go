@@ -42,15 +42,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/bokbok-go/bokbok"
+	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -88,21 +84,12 @@ func (c *car) Drive() string {
 
 func main() {
 	addr := flag.String("addr", defaultAddr(), `address to listen on: a Unix socket path such as "./cars.sock" (or "host:port" for TCP)`)
-	insecure := flag.Bool("insecure", false, "accept insecure clients only: no keys, nothing encrypted")
-	user := flag.String("user", defaultUser, "the user name clients authenticate as")
-	keyText := flag.String("key", "", "the user's key, in its text form (44 characters of base64); see -key-file")
-	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form; without -key or -key-file, a new key is generated and printed")
-	realm := flag.String("realm", defaultRealm, "the realm: a name for this server that clients must use too")
+	keys := exampleutil.ServerKeyFlags() // -insecure, -user, -key, -key-file, -realm
 	verbose := flag.Bool("v", false, "log the library's debug records too (such as refused clients)")
 	flag.Parse()
 
-	log.SetFlags(log.Ltime)
-	log.SetPrefix("server: ")
-	if *verbose {
-		slog.SetLogLoggerLevel(slog.LevelDebug)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	exampleutil.SetupLog("server: ", *verbose)
+	ctx, stop := exampleutil.SignalContext() // done at Ctrl-C or SIGTERM
 	defer stop()
 
 	// The vat and its one actor, bound under a name. The Node serves the
@@ -112,98 +99,39 @@ func main() {
 	node := &ocap.Node{Logger: slog.Default()}
 	node.Bind("factory", vat.Spawn(&factory{}))
 
-	var (
-		nextID atomic.Int64
-		ids    sync.Map // *bokbok.Conn -> connection number, for the log
-	)
-	name := func(c *bokbok.Conn) string {
-		id, _ := ids.Load(c)
-		return fmt.Sprintf("#%v", id)
-	}
+	// The connections are numbered #1, #2 and so on in the log, which
+	// says when each opens and closes.
+	conns := &exampleutil.ConnLog{}
 	srv := &bokbok.Server{
 		Config: bokbok.Config{
 			Handler: node,
-			OnClose: func(c *bokbok.Conn, reason error) {
-				log.Printf("connection %s closed: %v", name(c), reason)
-				ids.Delete(c)
-			},
-			Logger: slog.Default(),
+			OnClose: conns.Closed,
+			Logger:  slog.Default(),
 		},
-		OnOpen: func(c *bokbok.Conn) error {
-			ids.Store(c, nextID.Add(1))
-			if c.User() != "" {
-				log.Printf("connection %s opened, authenticated as user %q", name(c), c.User())
-			} else {
-				log.Printf("connection %s opened (insecure)", name(c))
-			}
-			return nil
-		},
+		OnOpen: conns.Opened,
 	}
 
-	if !*insecure {
-		if *user == "" || len(*user) > 255 {
-			log.Fatalf("-user must be 1 to 255 bytes")
-		}
-		if len(*realm) > 255 {
-			log.Fatalf("-realm must be at most 255 bytes")
-		}
-		key, generated, err := loadKey(*keyText, *keyFile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if generated {
-			printClientCommand(key, *addr, *user, *realm)
-		}
-		knownUser := *user
-		srv.UserKey = func(user string) (bokbok.Key, bool) {
-			if user != knownUser {
-				return bokbok.Key{}, false
-			}
-			return key, true
-		}
-		srv.Realm = *realm
+	if !keys.Insecure {
+		// One user, as in examples/server.
+		srv.UserKey = keys.UserKey("./examples/carfactory/client", *addr, defaultAddr())
+		srv.Realm = keys.Realm
 	}
 
 	ln, err := listen(*addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	if *insecure {
-		log.Printf(`listening on %s (insecure); the factory is bound as "factory"; Ctrl-C to stop`, ln.Addr())
-	} else {
-		log.Printf(`listening on %s (secure: user %q, realm %q); the factory is bound as "factory"; Ctrl-C to stop`, ln.Addr(), *user, *realm)
+	log.Printf(`listening on %s (%s); the factory is bound as "factory"; Ctrl-C to stop`, ln.Addr(), keys.Mode())
+	// Serve until Ctrl-C or SIGTERM, then shut down gracefully and close
+	// the vat.
+	if err := exampleutil.ServeNode(ctx, srv, ln, node, vat); err != nil {
+		log.Fatal(err)
 	}
-
-	select {
-	case <-ctx.Done():
-	case err := <-served:
-		log.Fatalf("serve: %v", err)
-	}
-	stop() // a second Ctrl-C kills the process at once
-	log.Printf("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Printf("shutdown: %v (closed the remaining connections)", err)
-	}
-	if err := <-served; !errors.Is(err, bokbok.ErrServerClosed) {
-		log.Fatalf("serve: %v", err)
-	}
-	vat.Close()
-	<-vat.Done()
-	log.Printf("stopped")
 }
 
-// The defaults, which examples/carfactory/client shares.
-const (
-	defaultUser  = "demo"
-	defaultRealm = "bokbok-example"
-)
-
 // defaultAddr is the socket in the temporary directory, written so that
-// bokbok reads it as a Unix socket path.
+// bokbok reads it as a Unix socket path. examples/carfactory/client dials
+// it unless given another.
 func defaultAddr() string {
 	return filepath.ToSlash(filepath.Join(os.TempDir(), "bokbok-carfactory.sock"))
 }
@@ -234,60 +162,4 @@ func listen(addr string) (net.Listener, error) {
 	}
 	log.Printf("removed the stale socket %s, which nothing answered on", a.Address)
 	return bokbok.Listen(addr)
-}
-
-// loadKey returns the key given by -key or -key-file or, if neither was
-// given, a new one (generated is then true).
-func loadKey(text, file string) (key bokbok.Key, generated bool, err error) {
-	switch {
-	case text != "" && file != "":
-		return key, false, errors.New("give -key or -key-file, not both")
-	case file != "":
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return key, false, fmt.Errorf("reading the key: %w", err)
-		}
-		// A key file is the key's text form, perhaps with a newline.
-		key, err = bokbok.ParseKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return key, false, fmt.Errorf("%s: %w", file, err)
-		}
-		return key, false, nil
-	case text != "":
-		key, err = bokbok.ParseKey(text)
-		return key, false, err
-	}
-	key, err = bokbok.GenerateKey()
-	return key, true, err
-}
-
-// printClientCommand prints a generated key and how to run the client
-// with it.
-func printClientCommand(key bokbok.Key, addr, user, realm string) {
-	text, err := key.MarshalText()
-	if err != nil {
-		log.Fatal(err)
-	}
-	args := []string{"go", "run", "./examples/carfactory/client"}
-	if addr != defaultAddr() {
-		args = append(args, "-addr", shellQuote(addr))
-	}
-	args = append(args, "-user", shellQuote(user))
-	if realm != defaultRealm {
-		args = append(args, "-realm", shellQuote(realm))
-	}
-	args = append(args, "-key", string(text))
-	log.Printf("no -key or -key-file given: generated a key for user %q:", user)
-	log.Printf("    %s", text)
-	log.Printf("run the client with it:")
-	log.Printf("    %s", strings.Join(args, " "))
-	log.Printf("(or save the key in a file, and give -key-file FILE to both)")
-}
-
-// shellQuote quotes s for a POSIX shell if it needs it.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:@+=,") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -50,6 +50,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -152,17 +153,10 @@ func main() {
 	stay := flag.Duration("stay", 0, "leave the room after this long (0: stay until Ctrl-C)")
 	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for the room to answer")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: user -name NAME -room STURDYREF [flags] [GREETING...]\n\n")
-		flag.PrintDefaults()
-	}
+	exampleutil.SetUsage("usage: user -name NAME -room STURDYREF [flags] [GREETING...]\n\n")
 	flag.Parse()
 
-	log.SetFlags(log.Ltime)
-	log.SetPrefix("user " + *name + ": ")
-	if *verbose {
-		slog.SetLogLoggerLevel(slog.LevelDebug)
-	}
+	exampleutil.SetupLog("user "+*name+": ", *verbose)
 	if *name == "" || *roomURI == "" {
 		flag.Usage()
 		os.Exit(2)

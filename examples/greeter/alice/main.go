@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -34,17 +35,10 @@ func main() {
 	name := flag.String("name", "Alice", "the name to be greeted by")
 	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for bob")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: alice [flags] STURDYREF\n\nSTURDYREF is the URI examples/greeter/bob prints.\n\n")
-		flag.PrintDefaults()
-	}
+	exampleutil.SetUsage("usage: alice [flags] STURDYREF\n\nSTURDYREF is the URI examples/greeter/bob prints.\n\n")
 	flag.Parse()
 
-	log.SetFlags(log.Ltime)
-	log.SetPrefix("alice: ")
-	if *verbose {
-		slog.SetLogLoggerLevel(slog.LevelDebug)
-	}
+	exampleutil.SetupLog("alice: ", *verbose)
 	if flag.NArg() != 1 {
 		flag.Usage()
 		os.Exit(2)

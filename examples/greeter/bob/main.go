@@ -29,20 +29,14 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"syscall"
-	"time"
 
 	"github.com/bokbok-go/bokbok"
+	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -68,15 +62,8 @@ func main() {
 	verbose := flag.Bool("v", false, "log the library's debug records too (such as refused connections)")
 	flag.Parse()
 
-	log.SetFlags(log.Ltime)
-	log.SetPrefix("bob: ")
-	if *verbose {
-		slog.SetLogLoggerLevel(slog.LevelDebug)
-	}
-	if flag.NArg() != 0 {
-		log.Printf("error: unexpected arguments %q", flag.Args())
-		os.Exit(2)
-	}
+	exampleutil.SetupLog("bob: ", *verbose)
+	exampleutil.NoArgs()
 	if err := run(*addr, *public, *name, *store); err != nil {
 		log.Printf("error: %v", err)
 		os.Exit(1)
@@ -84,7 +71,7 @@ func main() {
 }
 
 func run(addr, public, name, storeFile string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := exampleutil.SignalContext() // done at Ctrl-C or SIGTERM
 	defer stop()
 
 	vat := ocap.NewVat("bob")
@@ -98,17 +85,15 @@ func run(addr, public, name, storeFile string) error {
 		node.Store = st
 	}
 
-	ln, err := bokbok.Listen(addr)
+	// The sturdyrefs carry the address to dial (node.Addr): -public, or
+	// the real port when -addr asked for a free one, or the absolute path
+	// of a Unix socket.
+	ln, dialAddr, err := exampleutil.ListenForSturdyrefs(addr, public)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
-	// The sturdyref carries the address to dial: the real port when
-	// -addr asked for a free one, an absolute path for a Unix socket.
-	node.Addr, err = dialAddr(ln, public)
-	if err != nil {
-		return err
-	}
+	node.Addr = dialAddr
 
 	g := vat.Spawn(&greeter{name: name})
 	var sr ocap.Sturdyref
@@ -137,54 +122,10 @@ func run(addr, public, name, storeFile string) error {
 			return nil
 		},
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
 
 	fmt.Println(sr) // the URI, alone on the first line of standard output
 	log.Printf("listening on %s; the greeter's sturdyref is on standard output; Ctrl-C to stop", ln.Addr())
-
-	select {
-	case <-ctx.Done():
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
-	}
-	stop() // a second Ctrl-C kills the process at once
-	log.Printf("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Printf("shutdown: %v (closed the remaining connections)", err)
-	}
-	if err := <-served; !errors.Is(err, bokbok.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	node.Close()
-	vat.Close()
-	<-vat.Done()
-	log.Printf("stopped")
-	return nil
-}
-
-// dialAddr returns the address others dial to reach ln: public if given;
-// otherwise, for TCP, the address ln listens on (with the port it got),
-// and for a Unix socket its absolute path, since a sturdyref must be
-// usable from any directory.
-func dialAddr(ln net.Listener, public string) (string, error) {
-	if public != "" {
-		if _, err := bokbok.ParseAddr(public); err != nil {
-			return "", fmt.Errorf("-public: %w", err)
-		}
-		return public, nil
-	}
-	if ln.Addr().Network() != "unix" {
-		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-			log.Printf("listening on all interfaces: the sturdyref names %s; give -public HOST:PORT to name another address", tcp)
-		}
-		return ln.Addr().String(), nil
-	}
-	abs, err := filepath.Abs(ln.Addr().String())
-	if err != nil {
-		return "", err
-	}
-	return (bokbok.Addr{Network: "unix", Address: abs}).String(), nil
+	// Serve until Ctrl-C or SIGTERM, then shut down gracefully and close
+	// the node's sessions and the vat.
+	return exampleutil.ServeNode(ctx, srv, ln, node, vat)
 }
