@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // refExtID is the msgpack extension type of a reference inside a value. Its
@@ -36,7 +37,32 @@ var (
 var errRefOutside = errors.New("ocap: a reference can travel only in a capability message (Send, SendOnly or a result)")
 
 func init() {
-	msgpack.RegisterExtDecoder(refExtID, Ref{}, decodeRefExt)
+	msgpack.RegisterExtDecoder(refExtID, Ref{}, decodeRefExt) // into any
+	// Into Ref values (fields, elements, arguments): msgpack's extension
+	// decoder panics on nil for a non-pointer type, and the zero Ref
+	// travels as nil.
+	msgpack.Register(Ref{}, nil, decodeRefValue)
+}
+
+// decodeRefValue decodes nil (the zero Ref) or a reference extension into
+// v, a Ref.
+func decodeRefValue(dec *msgpack.Decoder, v reflect.Value) error {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return err
+	}
+	if c == msgpcode.Nil {
+		v.Set(reflect.Zero(v.Type()))
+		return dec.DecodeNil()
+	}
+	id, n, err := dec.DecodeExtHeader()
+	if err != nil {
+		return fmt.Errorf("ocap: decoding a reference: %w", err)
+	}
+	if id != refExtID {
+		return fmt.Errorf("ocap: decoding a reference: extension type %d, want %d", id, refExtID)
+	}
+	return decodeRefExt(dec, v, n)
 }
 
 // encodePayload encodes v, collecting the references in it.

@@ -53,12 +53,16 @@ func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 		s.mu.Unlock()
 		return nil
 	}
+	if _, dup := s.answers[q]; hasQ && dup {
+		s.mu.Unlock()
+		return protocolErrorf("question %d is already in use", q)
+	}
+	// Names are looked up before the new answer exists: a message cannot
+	// be sent to, or carry, the answer it is the question of.
+	refs, rerr := s.resolveLocked(ds)
+	tgt, terr := s.targetLocked(to)
 	var ans *Promise
 	if hasQ {
-		if _, dup := s.answers[q]; dup {
-			s.mu.Unlock()
-			return protocolErrorf("question %d is already in use", q)
-		}
 		// The answer entry is the answer's only holder: once it is gone (and
 		// with it every message the peer could still pipeline to it), the
 		// garbage collector finishes the question the answer may have been
@@ -66,8 +70,6 @@ func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 		ans = newPromise()
 		s.answers[q] = &answerEntry{p: ans}
 	}
-	refs, rerr := s.resolveLocked(ds)
-	tgt, terr := s.targetLocked(to)
 	s.mu.Unlock()
 
 	m := &message{method: method, args: payload{data: args, refs: refs}}
@@ -93,21 +95,10 @@ func (s *Session) recvReturn(r *opReader) *ProtocolError {
 	if r.err != nil {
 		return nil
 	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	st := s.quests[q]
-	if st == nil {
-		s.mu.Unlock()
-		return protocolErrorf("op:return for question %d, which is not waiting", q)
-	}
-	delete(s.quests, q)
-	refs, err := s.resolveLocked(ds)
-	s.mu.Unlock()
-	st.settle(payload{data: value, refs: refs}, err)
-	return nil
+	return s.answered(r.op, q, func() (payload, error) {
+		refs, err := s.resolveLocked(ds)
+		return payload{data: value, refs: refs}, err
+	})
 }
 
 func (s *Session) recvBreak(r *opReader) *ProtocolError {
@@ -116,6 +107,15 @@ func (s *Session) recvBreak(r *opReader) *ProtocolError {
 	if r.err != nil {
 		return nil
 	}
+	return s.answered(r.op, q, func() (payload, error) {
+		return payload{}, &bokbok.RemoteError{Code: code, Message: msg}
+	})
+}
+
+// answered settles the promise of question q, which the peer answered with
+// op (op:return or op:break), with what outcome returns; outcome runs with
+// s.mu held.
+func (s *Session) answered(op string, q uint64, outcome func() (payload, error)) *ProtocolError {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -124,11 +124,12 @@ func (s *Session) recvBreak(r *opReader) *ProtocolError {
 	st := s.quests[q]
 	if st == nil {
 		s.mu.Unlock()
-		return protocolErrorf("op:break for question %d, which is not waiting", q)
+		return protocolErrorf("%s for question %d, which is not waiting", op, q)
 	}
 	delete(s.quests, q)
+	pl, err := outcome()
 	s.mu.Unlock()
-	st.settle(payload{}, &bokbok.RemoteError{Code: code, Message: msg})
+	st.settle(pl, err)
 	return nil
 }
 
