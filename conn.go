@@ -91,6 +91,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		epoch:      time.Now(),
 	}
 	c.fr.r = c.br
+	c.fr.dest = c.payloadDest
 	c.reserve = reserveBudget
 	c.sendq = newSendQueue(cfg.SendQueueBytes, c.writeLoop, &c.loops)
 	c.sendq.overflow = c.fail

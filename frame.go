@@ -120,6 +120,12 @@ type frameReader struct {
 	r    io.Reader
 	hdr  [frameHeaderSize]byte
 	held *[]byte // the borrowed buffer of the last payload, or nil
+
+	// dest, if set, may name where a frame's payload should be read to:
+	// the free end of the buffer of the message it continues, so that
+	// large messages are read in place rather than copied there. It returns
+	// nil for the frames it has no place for.
+	dest func(h frameHeader) []byte
 }
 
 // release gives back the last payload's buffer.
@@ -148,8 +154,14 @@ func (fr *frameReader) next() (frameHeader, []byte, error) {
 	if h.length == 0 {
 		return h, nil, nil
 	}
-	fr.held = getBuf()
-	p := (*fr.held)[:h.length]
+	var p []byte
+	if fr.dest != nil {
+		p = fr.dest(h)
+	}
+	if p == nil {
+		fr.held = getBuf()
+		p = (*fr.held)[:h.length]
+	}
 	if _, err := io.ReadFull(fr.r, p); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return h, nil, &ProtocolError{Reason: "truncated " + h.kind.String() + " frame", Err: io.ErrUnexpectedEOF}

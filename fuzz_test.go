@@ -341,6 +341,7 @@ func FuzzAssembly(f *testing.F) {
 		msgs := map[byte]*model{}
 		for len(data) >= 3 {
 			sel, n := data[0]&15, int(binary.BigEndian.Uint16(data[1:3]))
+			inPlace := data[0]&16 != 0 // read into the buffer's free end, as the reader does when it can
 			data = data[3:]
 			n = min(n, len(data), maxFramePayload)
 			p := bytes.Clone(data[:n])
@@ -372,8 +373,17 @@ func FuzzAssembly(f *testing.F) {
 			}
 
 			rest = bytes.Clone(rest)
+			if dst := m.a.free(len(p)); inPlace && dst != nil {
+				copy(dst, p)
+				p = dst
+				inPlace = true
+			} else {
+				inPlace = false
+			}
 			done, err := m.a.add(kind, p, limit)
-			clear(p) // the reader reuses its buffer: add must have copied
+			if !inPlace {
+				clear(p) // the reader reuses its buffer: add must have copied
+			}
 			if wantErr != "" {
 				if err == nil || !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), wantErr) {
 					t.Fatalf("want a protocol error %q, got %v", wantErr, err)

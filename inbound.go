@@ -56,6 +56,17 @@ func (in *inbound) init(c *Conn) {
 	in.noteCtx = context.WithValue(c.ctx, handlerKey{}, c)
 }
 
+// free returns where a frame continuing a message may be read in place
+// (see assembly.free), or nil.
+func (in *inbound) free(h frameHeader) []byte {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if m := in.asm[h.id]; m != nil && m.kind == h.kind {
+		return m.asm.free(int(h.length))
+	}
+	return nil
+}
+
 // frame adds a REQUEST or NOTIFY frame; a whole message is dispatched.
 func (in *inbound) frame(h frameHeader, p []byte) error {
 	c := in.c

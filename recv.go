@@ -71,6 +71,24 @@ func (c *Conn) handleFrame(h frameHeader, p []byte) error {
 	return nil
 }
 
+// payloadDest is the frameReader's dest: a message frame that continues a
+// message whose buffer has room is read straight into that buffer. It runs
+// in the reader goroutine, which owns the assemblies.
+func (c *Conn) payloadDest(h frameHeader) []byte {
+	switch h.kind {
+	case kindResponse, kindError:
+		c.mu.Lock()
+		cl := c.pending[h.id]
+		c.mu.Unlock()
+		if cl != nil && cl.asmKind == h.kind {
+			return cl.asm.free(int(h.length))
+		}
+	case kindRequest, kindNotify:
+		return c.in.free(h)
+	}
+	return nil
+}
+
 // answerFrame adds a RESPONSE or ERROR frame to the answer of one of our
 // calls, and completes the call when the answer is whole.
 func (c *Conn) answerFrame(h frameHeader, p []byte) error {
@@ -166,8 +184,19 @@ func (a *assembly) drop(budget *int) {
 	a.reserved = 0
 }
 
+// free returns the next n bytes of the buffer's spare room, for the next
+// frame to be read into, or nil if the message has not started or the room
+// is too small.
+func (a *assembly) free(n int) []byte {
+	if a.buf == nil || cap(a.buf)-len(a.buf) < n {
+		return nil
+	}
+	return a.buf[len(a.buf) : len(a.buf)+n]
+}
+
 // addWithin appends a frame's payload, allocating ahead from budget (which
-// may be nil). It reports whether the message is whole.
+// may be nil). It reports whether the message is whole. A payload read in
+// place (see free) is not copied.
 func (a *assembly) addWithin(kind frameKind, p []byte, limit int, budget *int) (bool, error) {
 	if a.buf == nil {
 		if len(p) < bodyLenSize {
@@ -206,6 +235,10 @@ func (a *assembly) addWithin(kind frameKind, p []byte, limit int, budget *int) (
 		copy(grown, a.buf)
 		a.buf = grown
 	}
-	a.buf = append(a.buf, p...)
+	if len(p) > 0 && cap(a.buf) > len(a.buf) && &a.buf[:len(a.buf)+1][len(a.buf)] == &p[0] {
+		a.buf = a.buf[:n] // read in place
+	} else {
+		a.buf = append(a.buf, p...)
+	}
 	return len(a.buf) == a.total, nil
 }
