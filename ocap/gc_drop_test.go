@@ -13,7 +13,7 @@ type holder struct{ got []Ref }
 func (h *holder) Take(r Ref) int { h.got = append(h.got, r); return len(h.got) }
 func (h *holder) Drop()          { h.got = nil }
 
-func TestQuickGC(t *testing.T) {
+func TestGCDropsExportsOfDroppedRefs(t *testing.T) {
 	ctx := testCtx(t)
 	va, vb := NewVat("a"), NewVat("b")
 	defer va.Close()

@@ -12,7 +12,7 @@ type greeter struct{ name string }
 
 func (g *greeter) Greet(who string) string { return "Hello " + who + ", my name is " + g.name + "!" }
 
-func TestQuickSturdyref(t *testing.T) {
+func TestSturdyrefGreeterRoundTrip(t *testing.T) {
 	ctx := testCtx(t)
 	vat := NewVat("bob")
 	defer vat.Close()
