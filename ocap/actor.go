@@ -8,8 +8,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"unicode"
-
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Actor is an actor that handles its messages itself: Receive gets the
@@ -244,15 +242,13 @@ func (f methodFunc) decodeArgs(m *message, in *[]reflect.Value) error {
 	}
 	for i, t := range f.params {
 		v := reflect.New(t)
-		if err := decodeInto(dec, v); err != nil {
+		if err := dec.Decode(v.Interface()); err != nil {
 			return badArgs(m.method, "argument %d (%s): %v", i+1, t, err)
 		}
 		*in = append(*in, v.Elem())
 	}
 	return nil
 }
-
-func decodeInto(dec *msgpack.Decoder, ptr reflect.Value) error { return dec.Decode(ptr.Interface()) }
 
 // kebab turns a Go method name into its kebab-case form: MakeCar becomes
 // make-car, HTTPGet becomes http-get.

@@ -42,6 +42,16 @@
 // entry. Releases carry counts, so a release racing a fresh export of the
 // same object never frees it. Cycles across connections are not collected.
 //
+// # Sturdyrefs
+//
+// A [Sturdyref] is a printable capability, a URI such as
+// bokbok://host:7000/s/SWISS naming one object by a random swiss number.
+// [Node.Register] makes one; [Node.Enliven] turns it into a live Ref from
+// any process, over a secure connection whose key is derived from the swiss
+// number (serve the node with [Node.UserKey]). Whoever holds the URI holds
+// the capability, and nothing more. [Store] keeps swiss numbers across
+// restarts. PROTOCOL.md §20 has the details.
+//
 // # Errors
 //
 // A promise breaks with the actor's error (a local actor's error value as

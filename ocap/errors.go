@@ -58,6 +58,7 @@ type ProtocolError struct {
 	Remote bool
 }
 
+// Error describes the violation, saying which side found it.
 func (e *ProtocolError) Error() string {
 	if e.Remote {
 		return "ocap: peer aborted the session: " + e.Reason
