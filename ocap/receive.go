@@ -174,11 +174,7 @@ func (s *Session) recvRelease(r *opReader) *ProtocolError {
 	case count == 0 || count > e.count:
 		return protocolErrorf("op:release of %d references to export %d, which was sent %d times", count, id, e.count)
 	}
-	e.count -= count
-	if e.count == 0 {
-		delete(s.exports, id)
-		delete(s.ids, e.t)
-	}
+	s.uncountLocked(id, e, count)
 	return nil
 }
 

@@ -292,12 +292,18 @@ func (s *Session) unexportLocked(ds []desc) {
 			continue
 		}
 		if e := s.exports[d.id]; e != nil {
-			e.count--
-			if e.count == 0 {
-				delete(s.exports, d.id)
-				delete(s.ids, e.t)
-			}
+			s.uncountLocked(d.id, e, 1)
 		}
+	}
+}
+
+// uncountLocked takes n sends off export id (entry e), forgetting the
+// export when none is left. s.mu is held.
+func (s *Session) uncountLocked(id uint64, e *exportEntry, n uint64) {
+	e.count -= n
+	if e.count == 0 {
+		delete(s.exports, id)
+		delete(s.ids, e.t)
 	}
 }
 
