@@ -1,12 +1,12 @@
 package bokbok
 
 import (
-	"encoding/hex"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bokbok-go/bokbok/internal/testutil"
 )
 
 // protocolExample is a worked example that PROTOCOL.md shows as a hex dump.
@@ -63,21 +63,8 @@ var protocolExamples = []protocolExample{
 	}},
 }
 
-// hexDump formats b as PROTOCOL.md does: 16 bytes a line, lower-case hex,
-// bytes separated by single spaces.
-func hexDump(b []byte) string {
-	var lines []string
-	for len(b) > 0 {
-		n := min(16, len(b))
-		parts := make([]string, n)
-		for i := range parts {
-			parts[i] = hex.EncodeToString(b[i : i+1])
-		}
-		lines = append(lines, strings.Join(parts, " "))
-		b = b[n:]
-	}
-	return strings.Join(lines, "\n")
-}
+// hexDump formats b as PROTOCOL.md does.
+var hexDump = testutil.HexDump
 
 // TestProtocolDocExamples keeps PROTOCOL.md's hex dumps in step with the
 // encoders: every example's bytes must appear in the document verbatim.

@@ -13,12 +13,13 @@ import (
 	"regexp"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bokbok-go/bokbok"
+
+	"github.com/bokbok-go/bokbok/internal/testutil"
 )
 
 // build compiles the example commands named (directories under examples/,
@@ -72,22 +73,7 @@ func raceEnabled() bool {
 }
 
 // syncBuffer collects a process's output while tests read it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // waitFor polls until out contains s.
 func waitFor(t *testing.T, out *syncBuffer, s string, exited <-chan struct{}) {

@@ -1,7 +1,6 @@
 package ocap
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"github.com/bokbok-go/bokbok"
 	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/bokbok-go/bokbok/internal/testutil"
 )
 
 // calc has one method of every form a message can invoke, and some that
@@ -449,22 +450,7 @@ func TestOnRunsInTheVat(t *testing.T) {
 }
 
 // syncBuffer is a bytes.Buffer for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // TestVatClose: closing a vat breaks the messages queued for its actors
 // with ErrVatClosed (across a connection: code ocap.vat_closed), lets the

@@ -1,12 +1,13 @@
 package ocap
 
 import (
-	"encoding/hex"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/bokbok-go/bokbok/internal/testutil"
 )
 
 // capExamples are the capability messages PROTOCOL.md §19 shows as hex
@@ -35,20 +36,8 @@ var capExamples = []struct {
 	}},
 }
 
-// hexDump formats b as PROTOCOL.md does: 16 bytes a line.
-func hexDump(b []byte) string {
-	var lines []string
-	for len(b) > 0 {
-		n := min(16, len(b))
-		parts := make([]string, n)
-		for i := range parts {
-			parts[i] = hex.EncodeToString(b[i : i+1])
-		}
-		lines = append(lines, strings.Join(parts, " "))
-		b = b[n:]
-	}
-	return strings.Join(lines, "\n")
-}
+// hexDump formats b as PROTOCOL.md does.
+var hexDump = testutil.HexDump
 
 // TestProtocolDocCapExamples keeps PROTOCOL.md §19's dumps in step with the
 // encoders.

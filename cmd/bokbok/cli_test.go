@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/bokbok-go/bokbok"
+
+	"github.com/bokbok-go/bokbok/internal/testutil"
 )
 
 // cliRace is set by cli_race_test.go in a -race build.
@@ -151,22 +153,7 @@ func (r cliResult) wantOneLine(t *testing.T, code int, subs ...string) {
 }
 
 // cliLog is a goroutine-safe buffer for a server's stderr.
-type cliLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *cliLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *cliLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type cliLog struct{ testutil.SyncBuffer }
 
 // waitFor waits until the log contains s, for 10 s at most.
 func (l *cliLog) waitFor(t *testing.T, s string) {
