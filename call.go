@@ -3,6 +3,7 @@ package bokbok
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -37,7 +38,8 @@ func (cl *call) finish(body []byte, err error) {
 
 // Response is the peer's reply to a request.
 type Response struct {
-	raw []byte
+	raw   []byte
+	limit int64 // the connection's MaxReceiveBytes, for Decode
 }
 
 // Decode decodes the reply into out, which must be a pointer, as
@@ -46,7 +48,10 @@ type Response struct {
 // strings and binary values both become Go strings (decode into a []byte,
 // or a msgpack.RawMessage to pass a value on unchanged, to keep binary
 // values binary).
-func (r *Response) Decode(out any) error { return decodeValue(r.raw, out) }
+//
+// A reply whose decoding is estimated to take more than the connection's
+// Config.MaxReceiveBytes fails with a *MessageTooLargeError.
+func (r *Response) Decode(out any) error { return decodeValue(r.raw, out, r.limit) }
 
 // Raw returns the reply's msgpack encoding. The caller must not modify it.
 func (r *Response) Raw() []byte { return r.raw }
@@ -118,7 +123,7 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 			}
 			return nil, cl.err
 		}
-		cl.resp.raw = cl.body
+		cl.resp.raw, cl.resp.limit = cl.body, int64(c.cfg.MaxReceiveBytes)
 		return &cl.resp, nil
 	case <-ctx.Done():
 		c.abandon(cl, timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded))
@@ -167,8 +172,16 @@ func (c *Conn) Notify(ctx context.Context, msg any) error {
 		owner.done()
 		return err
 	}
+	select {
+	case c.notifySem <- struct{}{}:
+	case <-ctx.Done():
+		owner.done()
+		return ctx.Err()
+	}
+	defer func() { <-c.notifySem }()
+	size := int64(len(data) - bodyLenSize)
 	c.mu.Lock()
-	for c.err == nil && c.notifyLimit == 0 {
+	for c.err == nil && (c.notifyLimit == 0 || !c.notifyFitsLocked(size)) {
 		wait := c.creditWait
 		c.mu.Unlock()
 		select {
@@ -185,16 +198,29 @@ func (c *Conn) Notify(ctx context.Context, msg any) error {
 		return err
 	}
 	c.notifyLimit--
+	c.notifyOut += size
+	c.notifySizes = append(c.notifySizes, size)
 	id := c.allocIDLocked()
 	c.mu.Unlock()
 	if err := c.sendq.push(ctx, &outMsg{kind: kindNotify, id: id, data: data, owner: owner}); err != nil {
 		c.mu.Lock()
 		c.notifyLimit++ // never sent: the credit is still ours
+		c.notifyOut -= size
+		if n := len(c.notifySizes); n > 0 { // ours: notifySem kept others from appending
+			c.notifySizes = c.notifySizes[:n-1]
+		}
 		c.mu.Unlock()
 		owner.done()
 		return err
 	}
 	return nil
+}
+
+// notifyFitsLocked reports whether a notification of size bytes fits in
+// the peer's notify_bytes: it does if it fits in what is left, or if none
+// is outstanding. c.mu must be held.
+func (c *Conn) notifyFitsLocked(size int64) bool {
+	return c.notifyOut == 0 || c.notifyOut+size <= int64(c.peer.NotifyBytes)
 }
 
 // checkSize fails a message larger than the peer accepts, before sending.
@@ -248,9 +274,12 @@ func (c *Conn) abandon(cl *call, expired bool) {
 	started, whole := c.sendq.withdraw(cl.out)
 	c.mu.Lock()
 	live := c.pending[cl.id] == cl
+	over := false
 	if live {
 		if started {
 			cl.abandoned = true
+			c.abandoned++
+			over = c.abandoned > maxAbandoned
 		} else {
 			delete(c.pending, cl.id)
 		}
@@ -259,8 +288,17 @@ func (c *Conn) abandon(cl *call, expired bool) {
 	if live && started && !(expired && whole) {
 		c.sendq.pushCtrl(kindCancel, cl.id)
 	}
+	if over {
+		c.log.Warn("bokbok: peer does not answer abandoned calls", "remote", c.nc.RemoteAddr(), "abandoned", maxAbandoned)
+		c.fail(fmt.Errorf("%w: more than %d calls were given up on and never answered", ErrOverBudget, maxAbandoned))
+	}
 	c.workDone()
 }
+
+// maxAbandoned bounds the calls a connection keeps waiting for answers
+// after their callers gave up. The protocol promises every request an
+// answer; a peer that keeps none of these promises is cut off.
+const maxAbandoned = 1 << 16
 
 // Ping sends a PING and waits for the peer's PONG, returning the round-trip
 // time. It fails with ctx's error or an error matching ErrClosed.

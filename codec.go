@@ -1,7 +1,6 @@
 package bokbok
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/bokbok-go/bokbok/internal/msgpackcheck"
 )
 
 // Message bodies are MessagePack (PROTOCOL.md, "Message bodies"). Every
@@ -189,18 +190,25 @@ func readMsgpackUint(b []byte) (uint64, int, error) {
 // numbers decoded into interface values become map[string]any, int64,
 // uint64 and float64.
 //
-// raw comes from the peer, so it is checked first (checkMsgpack): the
-// decoder never sees input that would make it allocate more than the
-// message's size suggests or recurse without bound.
-func decodeValue(raw []byte, out any) error {
-	if err := checkMsgpack(raw); err != nil {
+// raw comes from the peer, so it is checked first: the decoder never sees
+// input that would make it allocate more than the message's size suggests
+// or recurse without bound, and it cannot be made to read an extension's
+// payload as msgpack. A value whose decoded size is estimated above
+// limit (if limit > 0) is refused with an error matching
+// ErrMessageTooLarge.
+func decodeValue(raw []byte, out any, limit int64) error {
+	info, err := msgpackcheck.Check(raw)
+	if err != nil {
 		return fmt.Errorf("bokbok: decoding message: %w", err)
 	}
+	if limit > 0 && info.Decoded > limit {
+		return fmt.Errorf("bokbok: decoding message: %w", &MessageTooLargeError{Size: len(raw), Decoded: info.Decoded, Limit: int(limit)})
+	}
 	d := decoderPool.Get().(*decoder)
-	d.r.Reset(raw)
-	err := d.dec.Decode(out)
+	d.r.Reset(raw, info)
+	err = d.dec.Decode(out)
 	left := d.r.Len()
-	d.r.Reset(nil)
+	d.r.Reset(nil, msgpackcheck.Info{})
 	decoderPool.Put(d)
 	if err != nil {
 		return fmt.Errorf("bokbok: decoding message: %w", err)
@@ -211,9 +219,9 @@ func decodeValue(raw []byte, out any) error {
 	return nil
 }
 
-// decoder is a msgpack decoder bound to its own bytes.Reader, pooled.
+// decoder is a msgpack decoder bound to its own checked reader, pooled.
 type decoder struct {
-	r   bytes.Reader
+	r   msgpackcheck.Reader
 	dec *msgpack.Decoder
 }
 
@@ -221,7 +229,7 @@ var decoderPool = sync.Pool{New: func() any {
 	d := &decoder{}
 	d.dec = msgpack.NewDecoder(&d.r)
 	d.dec.UseLooseInterfaceDecoding(true)
-	// checkMsgpack has already made sure every declared length fits in the
+	// The check has already made sure every declared length fits in the
 	// bytes received, so slices can be allocated whole rather than grown
 	// 1 MiB at a time.
 	d.dec.DisableAllocLimit(true)
@@ -250,7 +258,7 @@ type errorBody struct {
 // parseErrorBody decodes an ERROR body into a *RemoteError.
 func parseErrorBody(body []byte) (*RemoteError, error) {
 	var e errorBody
-	if err := decodeValue(body, &e); err != nil {
+	if err := decodeValue(body, &e, 0); err != nil {
 		return nil, &ProtocolError{Reason: "ERROR body is not [code, message]", Err: err}
 	}
 	return &RemoteError{Code: e.Code, Message: e.Message}, nil
@@ -262,20 +270,29 @@ type settings struct {
 	MaxMessageSize        uint64 `msgpack:"max_message_size"`
 	NotifyWindow          uint64 `msgpack:"notify_window"`
 	MaxConcurrentHandlers uint64 `msgpack:"max_handlers"`
+	NotifyBytes           uint64 `msgpack:"notify_bytes"` // 0 (absent): DefaultNotifyBytes
 }
 
 // encode writes the settings as a msgpack map with its keys in a fixed
-// order (the order PROTOCOL.md shows).
+// order (the order PROTOCOL.md shows). notify_bytes is sent only when it
+// is not the default, which a peer assumes when it is absent.
 func (s settings) encode() []byte {
-	b := []byte{0x83} // fixmap of 3
-	for _, kv := range []struct {
+	kvs := []struct {
 		k string
 		v uint64
 	}{
 		{"max_message_size", s.MaxMessageSize},
 		{"notify_window", s.NotifyWindow},
 		{"max_handlers", s.MaxConcurrentHandlers},
-	} {
+	}
+	if s.NotifyBytes != 0 && s.NotifyBytes != DefaultNotifyBytes {
+		kvs = append(kvs, struct {
+			k string
+			v uint64
+		}{"notify_bytes", s.NotifyBytes})
+	}
+	b := []byte{0x80 | byte(len(kvs))} // fixmap
+	for _, kv := range kvs {
 		b, _ = appendEncoded(b, kv.k)
 		b = appendMsgpackUint(b, kv.v)
 	}
@@ -284,7 +301,7 @@ func (s settings) encode() []byte {
 
 func parseSettings(p []byte) (settings, error) {
 	var s settings
-	if err := decodeValue(p, &s); err != nil {
+	if err := decodeValue(p, &s, 0); err != nil {
 		return s, &ProtocolError{Reason: "bad SETTINGS payload", Err: err}
 	}
 	switch {
@@ -292,6 +309,11 @@ func parseSettings(p []byte) (settings, error) {
 		return s, protocolErrorf("SETTINGS max_message_size %d out of range 1..%d", s.MaxMessageSize, maxMessageSizeLimit)
 	case s.NotifyWindow == 0 || s.NotifyWindow > maxNotifyWindow:
 		return s, protocolErrorf("SETTINGS notify_window %d out of range 1..%d", s.NotifyWindow, maxNotifyWindow)
+	case s.NotifyBytes > maxMessageSizeLimit:
+		return s, protocolErrorf("SETTINGS notify_bytes %d out of range 1..%d", s.NotifyBytes, maxMessageSizeLimit)
+	}
+	if s.NotifyBytes == 0 {
+		s.NotifyBytes = DefaultNotifyBytes
 	}
 	return s, nil
 }

@@ -12,7 +12,9 @@ const (
 	DefaultMaxConcurrentHandlers = 256
 	DefaultMaxQueuedRequests     = 4096
 	DefaultNotifyWindow          = 256
-	DefaultSendQueueBytes        = 4 << 20 // 4 MiB
+	DefaultSendQueueBytes        = 4 << 20  // 4 MiB
+	DefaultMaxReceiveBytes       = 64 << 20 // 64 MiB, or twice MaxMessageSize if that is more
+	DefaultNotifyBytes           = 16 << 20 // 16 MiB
 	DefaultHandshakeTimeout      = 5 * time.Second
 	DefaultKeepaliveInterval     = 30 * time.Second
 	DefaultKeepaliveTimeout      = 15 * time.Second
@@ -60,7 +62,35 @@ type Config struct {
 	// MaxMessageSize is the largest message body, in bytes after encoding,
 	// that this side accepts. It is announced to the peer, which then fails
 	// larger calls before sending them. Default DefaultMaxMessageSize.
+	//
+	// Decoding a message can take more memory than the message: into
+	// interface values up to about 170 times its size (an array of
+	// one-entry maps), 16 times for an array of small numbers, hardly more
+	// than its size for strings and binary values. Every message received
+	// is charged an estimate of that memory; see MaxReceiveBytes.
 	MaxMessageSize int
+
+	// MaxReceiveBytes bounds the memory this side holds for the peer's
+	// requests: requests still arriving (charged their announced size when
+	// their first frame arrives), requests queued or running (charged the
+	// larger of their size and the estimated memory of decoding them), and
+	// replies waiting to be written. A request that does not fit in what
+	// is left is refused with CodeBusy without running (its frames are
+	// read and dropped); one whose decoding alone is estimated to need
+	// more than MaxReceiveBytes is refused with CodeTooLarge. Decode of
+	// any message received on the connection refuses values estimated
+	// above it, with a *MessageTooLargeError. It must be at least
+	// MaxMessageSize. Default DefaultMaxReceiveBytes, or twice
+	// MaxMessageSize if that is more.
+	MaxReceiveBytes int
+
+	// NotifyBytes bounds the bytes of the peer's notifications that this
+	// side holds unhandled: arriving, waiting for the handler, or being
+	// handled. It is announced to the peer, whose Notify waits for room
+	// (a notification larger than the bound is let through when none is
+	// outstanding); a peer that sends more anyway is cut off with
+	// ErrOverBudget. Default DefaultNotifyBytes.
+	NotifyBytes int
 
 	// MaxConcurrentHandlers limits how many of the peer's requests run at
 	// once on this connection. Requests beyond it wait in a queue of
@@ -125,6 +155,7 @@ func (c *Config) withDefaults() (*Config, error) {
 		{"MaxQueuedRequests", &out.MaxQueuedRequests, DefaultMaxQueuedRequests, -1},
 		{"NotifyWindow", &out.NotifyWindow, DefaultNotifyWindow, 0},
 		{"SendQueueBytes", &out.SendQueueBytes, DefaultSendQueueBytes, 0},
+		{"NotifyBytes", &out.NotifyBytes, DefaultNotifyBytes, 0},
 	}
 	for _, f := range ints {
 		if *f.v < 0 && f.min >= 0 {
@@ -136,6 +167,17 @@ func (c *Config) withDefaults() (*Config, error) {
 	}
 	if out.MaxMessageSize > maxMessageSizeLimit {
 		return nil, fmt.Errorf("bokbok: Config.MaxMessageSize is %d, want at most %d", out.MaxMessageSize, maxMessageSizeLimit)
+	}
+	switch {
+	case out.MaxReceiveBytes < 0:
+		return nil, fmt.Errorf("bokbok: Config.MaxReceiveBytes is %d, want >= 0 (0 means the default)", out.MaxReceiveBytes)
+	case out.MaxReceiveBytes == 0:
+		out.MaxReceiveBytes = max(DefaultMaxReceiveBytes, 2*out.MaxMessageSize)
+	case out.MaxReceiveBytes < out.MaxMessageSize:
+		return nil, fmt.Errorf("bokbok: Config.MaxReceiveBytes is %d, want at least MaxMessageSize (%d)", out.MaxReceiveBytes, out.MaxMessageSize)
+	}
+	if out.NotifyBytes > maxMessageSizeLimit {
+		return nil, fmt.Errorf("bokbok: Config.NotifyBytes is %d, want at most %d", out.NotifyBytes, maxMessageSizeLimit)
 	}
 	if out.NotifyWindow > maxNotifyWindow {
 		return nil, fmt.Errorf("bokbok: Config.NotifyWindow is %d, want at most %d", out.NotifyWindow, maxNotifyWindow)

@@ -34,9 +34,14 @@ type Conn struct {
 	fr      frameReader
 	rw      *recordWriter // secure mode: the record writer
 	frames  []dataFrame   // the writer goroutine's scratch; only it touches this
-	reserve int           // assembly reservation budget left (see assembly); only the reader touches this
+	reserve reservation   // assembly reservation budget left (see assembly); only the reader touches this
 	rr      *recordReader // secure mode: the record reader (also fr.r)
 	sendq   *sendQueue
+
+	// notifySem is held (a token in it) by the Notify that is choosing its
+	// id and queueing its message, so notifications are queued in the
+	// order they take credit, and credits can be matched to their sizes.
+	notifySem chan struct{}
 
 	// ctx is cancelled when the connection starts closing; handler
 	// contexts derive from it.
@@ -61,8 +66,11 @@ type Conn struct {
 	goAwayRecv  bool          // the peer promised to send no new requests
 	drained     chan struct{} // non-nil during Shutdown: signalled when work finishes
 	notifyLimit int           // notifications we may still send before the peer credits more
+	notifyOut   int64         // bytes of our notifications the peer has not credited back
+	notifySizes []int64       // their sizes, in the order they were sent
 	creditWait  chan struct{} // closed when credit arrives
 	ka          *time.Timer   // keepalive timer; nil if disabled
+	abandoned   int           // calls whose caller gave up after they started, still awaiting an answer
 
 	in inbound // the peer's requests and notifications; has its own lock
 }
@@ -87,12 +95,13 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		done:       make(chan struct{}),
 		ready:      make(chan struct{}),
 		creditWait: make(chan struct{}),
+		notifySem:  make(chan struct{}, 1),
 		pending:    make(map[uint32]*call),
 		epoch:      time.Now(),
 	}
 	c.fr.r = c.br
 	c.fr.dest = c.payloadDest
-	c.reserve = reserveBudget
+	c.reserve.left = reserveBudget
 	c.sendq = newSendQueue(cfg.SendQueueBytes, c.writeLoop, &c.loops)
 	c.sendq.overflow = c.fail
 	c.in.init(c)

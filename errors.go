@@ -39,6 +39,18 @@ var (
 	// running it. Retrying later is safe.
 	ErrBusy = errors.New("bokbok: peer busy")
 
+	// ErrBadRequest matches a remote error with code CodeBadRequest: the
+	// peer refused the request without running it because its message was
+	// not well-formed MessagePack within the peer's limits (see
+	// Config.MaxReceiveBytes). Sending it again unchanged fails again.
+	ErrBadRequest = errors.New("bokbok: request refused as malformed")
+
+	// ErrOverBudget reports that the peer made this side hold more than a
+	// bound allows (Config.MaxReceiveBytes, Config.NotifyBytes, the number
+	// of messages arriving at once, or calls it never answered); the
+	// connection closes with it as the reason.
+	ErrOverBudget = errors.New("bokbok: peer exceeded a limit")
+
 	// ErrVersion reports that the peer speaks another protocol version.
 	ErrVersion = errors.New("bokbok: protocol version mismatch")
 
@@ -58,17 +70,18 @@ var (
 // Error codes with a meaning to bokbok itself. Codes are strings on the wire;
 // applications may use any code that does not start with "bokbok.".
 const (
-	CodeBusy      = "bokbok.busy"              // refused at the handler limit, never run
-	CodePanic     = "bokbok.panic"             // the handler panicked
-	CodeCanceled  = "bokbok.canceled"          // cancelled before it ran, or the handler returned context.Canceled
-	CodeDeadline  = "bokbok.deadline_exceeded" // the handler returned context.DeadlineExceeded
-	CodeTooLarge  = "bokbok.too_large"         // the reply exceeded the caller's message limit
-	CodeNoHandler = "bokbok.no_handler"        // the peer has no Handler for requests
+	CodeBusy       = "bokbok.busy"              // refused at the handler limit, never run
+	CodePanic      = "bokbok.panic"             // the handler panicked
+	CodeCanceled   = "bokbok.canceled"          // cancelled before it ran, or the handler returned context.Canceled
+	CodeDeadline   = "bokbok.deadline_exceeded" // the handler returned context.DeadlineExceeded
+	CodeTooLarge   = "bokbok.too_large"         // the reply exceeded the caller's message limit
+	CodeNoHandler  = "bokbok.no_handler"        // the peer has no Handler for requests
+	CodeBadRequest = "bokbok.bad_request"       // the request was malformed, never run
 )
 
 // RemoteError is an error that happened on the peer: its handler returned an
 // error or panicked, or the peer refused the request. Use errors.As to get
-// it; errors.Is matches ErrBusy, ErrMessageTooLarge, context.Canceled and
+// it; errors.Is matches ErrBusy, ErrMessageTooLarge, ErrBadRequest, context.Canceled and
 // context.DeadlineExceeded by code.
 //
 // A handler may return a *RemoteError (or an error wrapping one) to choose
@@ -98,6 +111,8 @@ func (e *RemoteError) Is(target error) bool {
 		return e.Code == CodeBusy
 	case ErrMessageTooLarge:
 		return e.Code == CodeTooLarge
+	case ErrBadRequest:
+		return e.Code == CodeBadRequest
 	case context.Canceled:
 		return e.Code == CodeCanceled
 	case context.DeadlineExceeded:
@@ -140,12 +155,20 @@ func protocolErrorf(format string, args ...any) *ProtocolError {
 // MessageTooLargeError reports a message larger than the limit that applies
 // to it. When sending, the limit is the peer's advertised maximum; the call
 // fails before anything is sent. errors.Is(err, ErrMessageTooLarge) matches.
+//
+// A received message can also be too large to decode: Decoded is then the
+// estimated memory, in bytes, that decoding it would take, and Limit the
+// receiver's Config.MaxReceiveBytes.
 type MessageTooLargeError struct {
-	Size  int // encoded size of the message in bytes
-	Limit int // the limit it exceeded
+	Size    int   // encoded size of the message in bytes
+	Decoded int64 // if not 0: the estimated decoded size, which exceeded Limit
+	Limit   int   // the limit it exceeded
 }
 
 func (e *MessageTooLargeError) Error() string {
+	if e.Decoded > 0 {
+		return fmt.Sprintf("bokbok: message too large: %d bytes would take about %d bytes to decode, over the limit of %d", e.Size, e.Decoded, e.Limit)
+	}
 	return fmt.Sprintf("bokbok: message too large: %d bytes exceeds the limit of %d", e.Size, e.Limit)
 }
 

@@ -564,13 +564,14 @@ func FuzzParseErrorBody(f *testing.F) {
 
 func FuzzParseSettings(f *testing.F) {
 	for _, s := range []settings{
-		{DefaultMaxMessageSize, DefaultNotifyWindow, DefaultMaxConcurrentHandlers},
-		{1, 1, 1},
-		{maxMessageSizeLimit, maxNotifyWindow, math.MaxUint64},
-		{0, 1, 1},
-		{1, 0, 1},
-		{maxMessageSizeLimit + 1, 1, 1},
-		{1, maxNotifyWindow + 1, 1},
+		{DefaultMaxMessageSize, DefaultNotifyWindow, DefaultMaxConcurrentHandlers, DefaultNotifyBytes},
+		{1, 1, 1, 1},
+		{maxMessageSizeLimit, maxNotifyWindow, math.MaxUint64, maxMessageSizeLimit},
+		{0, 1, 1, 0},
+		{1, 0, 1, 0},
+		{maxMessageSizeLimit + 1, 1, 1, 0},
+		{1, maxNotifyWindow + 1, 1, 0},
+		{1, 1, 1, maxMessageSizeLimit + 1},
 	} {
 		f.Add(s.encode())
 	}
@@ -662,7 +663,7 @@ type robDecodeTarget struct {
 // would with Request.Decode) and returns the interface decoding.
 func robDecodeAll(raw []byte) (any, error) {
 	var v any
-	err := decodeValue(raw, &v)
+	err := decodeValue(raw, &v, 0)
 	var (
 		s    string
 		i    int64
@@ -680,7 +681,7 @@ func robDecodeAll(raw []byte) (any, error) {
 		tm   time.Time
 	)
 	for _, out := range []any{&s, &i, &u, &b, &fl, &bs, &sl, &ints, &arr, &m, &mi, &st, &rm, &tm} {
-		_ = decodeValue(raw, out)
+		_ = decodeValue(raw, out, 0)
 	}
 	return v, err
 }
@@ -709,7 +710,7 @@ func FuzzDecodeValue(f *testing.F) {
 		}
 		// Exactly one value: a trailing byte is refused.
 		var w any
-		if err := decodeValue(append(bytes.Clone(raw), 0xc0), &w); err == nil || !strings.Contains(err.Error(), "1 bytes left") {
+		if err := decodeValue(append(bytes.Clone(raw), 0xc0), &w, 0); err == nil || !strings.Contains(err.Error(), "1 bytes left") {
 			t.Fatalf("a trailing byte gave %v", err)
 		}
 		// What decodes re-encodes, and then re-encodes identically.
@@ -718,7 +719,7 @@ func FuzzDecodeValue(f *testing.F) {
 			t.Fatalf("re-encoding %#v: %v", v, err)
 		}
 		var v2 any
-		if err := decodeValue(enc1, &v2); err != nil {
+		if err := decodeValue(enc1, &v2, 0); err != nil {
 			t.Fatalf("decoding the re-encoding % x: %v", enc1, err)
 		}
 		enc2, err := robCanonical(v2)

@@ -46,10 +46,22 @@ func (r *Request) Conn() *Conn { return r.conn }
 
 // Decode decodes the message into out, which must be a pointer; see
 // Response.Decode.
-func (r *Request) Decode(out any) error { return decodeValue(r.raw, out) }
+//
+// A message whose decoding is estimated to take more than the connection's
+// Config.MaxReceiveBytes fails with a *MessageTooLargeError.
+func (r *Request) Decode(out any) error {
+	var limit int64
+	if r.conn != nil {
+		limit = int64(r.conn.cfg.MaxReceiveBytes)
+	}
+	return decodeValue(r.raw, out, limit)
+}
 
 // Raw returns the message's msgpack encoding. The handler must not modify
-// it.
+// it. It is exactly one well-formed msgpack value, nested at most 256
+// levels deep, in which every declared length and count fits in the bytes
+// that remain: messages that are not are refused before a handler sees
+// them (see PROTOCOL.md, "Message bodies").
 func (r *Request) Raw() []byte { return r.raw }
 
 // IsNotification reports whether the peer sent the message with Notify and

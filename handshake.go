@@ -18,6 +18,12 @@ import (
 // then on every byte travels in records, starting with each side's
 // SETTINGS. The client's first record is the key confirmation: the server
 // counts the client as authenticated only once it has opened it.
+//
+// A server waits for the peer's preamble and first message (SETTINGS, or
+// Noise message 1) in its read buffer before it does anything that costs
+// more than that buffer, and only then takes one of its handshake slots
+// (Server.MaxHandshakes) for the costly work, so a silent or slow peer
+// holds no slot. What it writes, and when, does not change.
 
 // ErrAuth reports a failed authentication in secure mode: an unknown user
 // or a wrong key (the two look the same from outside, by design), or a
@@ -30,6 +36,13 @@ type opening struct {
 	userKey   func(user string) (Key, bool) // server: the keys of users; nil = insecure
 	secret    *Key                          // server, secure: keys the dummy keys of unknown users
 	ephemeral *[32]byte                     // tests: a fixed ephemeral private key
+
+	// slots, if set (a server), bounds the handshakes doing their costly
+	// work (the key lookup and Noise, or parsing SETTINGS) at once: a
+	// handshake holds a token in it for that work only, never while it
+	// waits for the peer.
+	slots chan struct{}
+	quit  <-chan struct{} // with slots: closed when the server stops; ends a wait for a slot
 
 	afterHandshake func() // if set, called when the handshake has ended, however it ended
 }
@@ -80,15 +93,19 @@ func (c *Conn) handshake(ctx context.Context, op opening) (err error) {
 		}
 	}()
 
+	var g *slotGate
+	if op.slots != nil {
+		g = &slotGate{slots: op.slots, quit: op.quit, ctx: ctx, deadline: deadline, ctxDeadline: ctxDeadline, timeout: c.cfg.HandshakeTimeout}
+	}
 	aw := startAsyncWriter(nc)
 	if c.secure(op) {
 		if op.server {
-			err = c.openSecureServer(aw, op)
+			err = c.openSecureServer(aw, op, g)
 		} else {
 			err = c.openSecureClient(aw, op)
 		}
 	} else {
-		err = c.openInsecure(aw)
+		err = c.openInsecure(aw, g)
 	}
 	if err != nil {
 		// Give what we wrote (our preamble, a refusal) a moment to go out,
@@ -121,32 +138,141 @@ func (c *Conn) settingsFrame() []byte {
 		MaxMessageSize:        uint64(c.cfg.MaxMessageSize),
 		NotifyWindow:          uint64(c.cfg.NotifyWindow),
 		MaxConcurrentHandlers: uint64(c.cfg.MaxConcurrentHandlers),
+		NotifyBytes:           uint64(c.cfg.NotifyBytes),
 	}.encode()
 	return append(appendFrameHeader(nil, kindSettings, 0, len(p), 0), p...)
 }
 
 // readSettings reads the peer's first frame, which must be SETTINGS.
 func (c *Conn) readSettings() error {
-	h, p, err := c.fr.next()
+	p, err := c.readSettingsFrame()
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return &ProtocolError{Reason: "stream ended before SETTINGS", Err: io.ErrUnexpectedEOF}
-		}
 		return err
-	}
-	if h.kind != kindSettings {
-		return protocolErrorf("first frame is %s, want SETTINGS", h.kind)
 	}
 	c.peer, err = parseSettings(p)
 	return err
 }
 
-func (c *Conn) openInsecure(aw *asyncWriter) error {
+// readSettingsFrame reads the peer's first frame, which must be SETTINGS,
+// and returns its payload (valid until the next frame is read).
+func (c *Conn) readSettingsFrame() ([]byte, error) {
+	h, p, err := c.fr.next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &ProtocolError{Reason: "stream ended before SETTINGS", Err: io.ErrUnexpectedEOF}
+		}
+		return nil, err
+	}
+	if h.kind != kindSettings {
+		return nil, protocolErrorf("first frame is %s, want SETTINGS", h.kind)
+	}
+	return p, nil
+}
+
+// openInsecure opens an insecure connection. g, if not nil (a server),
+// is the gate to the costly work: the peer's preamble and SETTINGS frame
+// are waited for first, then parsing them takes a slot.
+func (c *Conn) openInsecure(aw *asyncWriter, g *slotGate) error {
 	aw.Write(append(appendPreamble(nil, modeInsecure), c.settingsFrame()...))
 	if err := readPreamble(c.br, modeInsecure); err != nil {
 		return err
 	}
-	return c.readSettings()
+	if g == nil {
+		return c.readSettings()
+	}
+	c.awaitFirstFrame()
+	p, err := c.readSettingsFrame()
+	if err != nil {
+		return err
+	}
+	release, err := g.take()
+	if err != nil {
+		return err
+	}
+	defer release()
+	c.peer, err = parseSettings(p)
+	return err
+}
+
+// awaitFirstFrame waits, within the read deadline, until the peer's first
+// frame is in the read buffer, or as much of it as the buffer holds,
+// without reading it or allocating anything: a peer that sends nothing,
+// or only part of its frame, costs no more than the buffer it already
+// has. A header that claims a payload longer than a frame may carry, or
+// is not SETTINGS, stops the wait at once. Errors are left to the read
+// that follows, which meets them again and reports them in its words.
+func (c *Conn) awaitFirstFrame() {
+	hdr, err := c.br.Peek(frameHeaderSize)
+	if err != nil {
+		return
+	}
+	h, err := parseFrameHeader(hdr)
+	if err != nil || h.kind != kindSettings {
+		return
+	}
+	c.br.Peek(min(frameHeaderSize+int(h.length), c.br.Size()))
+}
+
+// awaitHandshakeMsg waits, within the read deadline, until a whole
+// length-prefixed handshake message is in the read buffer, without
+// reading it or allocating anything. A length above maxHandshakeMsg stops
+// the wait at once; errors are left to the read that follows.
+func (c *Conn) awaitHandshakeMsg() {
+	hdr, err := c.br.Peek(2)
+	if err != nil {
+		return
+	}
+	n := int(hdr[0])<<8 | int(hdr[1])
+	if n > maxHandshakeMsg {
+		return
+	}
+	c.br.Peek(2 + n) // maxHandshakeMsg+2 fits the read buffer
+}
+
+// slotGate lets a server's handshake wait for one of its handshake slots
+// before the costly work, within the handshake's deadline and context.
+type slotGate struct {
+	slots       chan struct{}
+	quit        <-chan struct{}
+	ctx         context.Context
+	deadline    time.Time
+	ctxDeadline bool          // the deadline is ctx's, not the handshake timeout's
+	timeout     time.Duration // the handshake timeout, for the error
+}
+
+// take waits for a slot and returns the function that gives it back,
+// which may be called more than once. A nil gate has slots enough for all.
+func (g *slotGate) take() (release func(), err error) {
+	if g == nil {
+		return func() {}, nil
+	}
+	held := true
+	release = func() {
+		if held {
+			held = false
+			<-g.slots
+		}
+	}
+	select {
+	case g.slots <- struct{}{}:
+		return release, nil
+	default:
+	}
+	t := time.NewTimer(time.Until(g.deadline))
+	defer t.Stop()
+	select {
+	case g.slots <- struct{}{}:
+		return release, nil
+	case <-t.C:
+		if g.ctxDeadline {
+			return nil, context.DeadlineExceeded
+		}
+		return nil, fmt.Errorf("%w: no handshake slot free within %v of accept (Server.MaxHandshakes)", ErrHandshakeTimeout, g.timeout)
+	case <-g.ctx.Done():
+		return nil, g.ctx.Err()
+	case <-g.quit:
+		return nil, ErrServerClosed
+	}
 }
 
 // securePrologue binds the preamble, the realm and the user name into the
@@ -208,11 +334,16 @@ func (c *Conn) openSecureClient(aw *asyncWriter, op opening) error {
 	return c.readSettings()
 }
 
-func (c *Conn) openSecureServer(aw *asyncWriter, op opening) error {
+// openSecureServer opens a secure connection as the server. g, if not
+// nil, is the gate to the costly work: the peer's preamble and message 1
+// are waited for first, then the key lookup and Noise take a slot, which
+// is given back before the wait for the client's key confirmation.
+func (c *Conn) openSecureServer(aw *asyncWriter, op opening, g *slotGate) error {
 	aw.Write(appendPreamble(nil, modeSecure))
 	if err := readPreamble(c.br, modeSecure); err != nil {
 		return err
 	}
+	c.awaitHandshakeMsg()
 	body, err := readHandshakeMsg(c.br, "message 1")
 	if err != nil {
 		return err
@@ -221,6 +352,11 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening) error {
 	if err != nil {
 		return err
 	}
+	release, err := g.take()
+	if err != nil {
+		return err
+	}
+	defer release()
 	// Unknown users take the same path as known ones, with a dummy key, so
 	// they fail at the same step, with the same bytes, in the same time.
 	key, known := op.userKey(user)
@@ -256,6 +392,7 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening) error {
 	if err := c.rw.Flush(); err != nil {
 		return err
 	}
+	release() // the costly work is done; waiting for the client is not
 	// The client's first record proves it completed the handshake: until
 	// it opens, message 1 may have been a replay.
 	if err := c.readSettings(); err != nil {

@@ -3,6 +3,7 @@ package bokbok
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,11 @@ import (
 // Notifications: kept in the order their first frames arrived and run one
 // at a time by the notifier goroutine; credits go back to the peer as they
 // are handled.
+//
+// Budgets (admission.go): requests are charged against MaxReceiveBytes
+// from their first frame until their reply is written, notifications
+// against NotifyBytes until handled, and at most maxArriving requests may
+// be arriving at once.
 type inbound struct {
 	c *Conn
 
@@ -33,6 +39,11 @@ type inbound struct {
 	unacked   int               // notifications received and not yet credited back
 	handled   int               // notifications handled since the last CREDIT
 	noteCtx   context.Context   // c.ctx marked as a handler's: notification handlers get it; request contexts derive from it
+	held      int64             // MaxReceiveBytes charges of requests arriving, queued or running
+	arriving  int               // requests whose frames are still arriving
+	noteBytes int64             // NotifyBytes charges of notifications arriving, waiting or running
+
+	replies atomic.Int64 // MaxReceiveBytes charges of replies waiting to be written; the writer releases them
 }
 
 // inMsg is one inbound request or notification.
@@ -47,6 +58,10 @@ type inMsg struct {
 	ctx    context.Context // requests: set when queued or started
 	cancel context.CancelFunc
 	req    Request
+
+	charge int64        // what the message holds of its budget (guarded by in.mu)
+	refuse *RemoteError // a request refused when its first frame arrived: answered so once whole
+	skip   error        // a notification that will not be handled: why
 }
 
 func (in *inbound) init(c *Conn) {
@@ -73,19 +88,11 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	in.mu.Lock()
 	m := in.asm[h.id]
 	if m == nil {
-		if in.live[h.id] != nil {
+		var err error
+		if m, err = in.startLocked(h, p); err != nil {
 			in.mu.Unlock()
-			return protocolErrorf("%s with id %d, which a running request still holds", h.kind, h.id)
+			return err
 		}
-		m = &inMsg{id: h.id, kind: h.kind, nested: h.flags&flagNested != 0}
-		if h.kind == kindNotify {
-			if in.unacked++; in.unacked > c.cfg.NotifyWindow {
-				in.mu.Unlock()
-				return protocolErrorf("peer sent more than the notify window of %d notifications", c.cfg.NotifyWindow)
-			}
-			in.notes = append(in.notes, m)
-		}
-		in.asm[h.id] = m
 	} else if m.kind != h.kind {
 		in.mu.Unlock()
 		return protocolErrorf("%s frame continues a %s with id %d", h.kind, m.kind, h.id)
@@ -100,6 +107,7 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	m.asm = assembly{}
 	m.req = Request{conn: c, raw: body, notify: h.kind == kindNotify}
 	if m.kind == kindNotify {
+		m.skip = in.checkNote(body)
 		m.complete = true
 		start := !in.notifying && in.notes[0].complete
 		if start {
@@ -112,12 +120,23 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 		}
 		return nil
 	}
+	in.arriving--
+	if m.refuse != nil {
+		in.mu.Unlock()
+		in.refuse(m.id, m.refuse)
+		return nil
+	}
 	t, msg, err := parseRequestBody(body)
 	if err != nil {
 		in.mu.Unlock()
 		return err
 	}
 	m.req.raw = msg
+	if rerr := in.admitLocked(m); rerr != nil {
+		in.mu.Unlock()
+		in.refuse(m.id, rerr)
+		return nil
+	}
 	m.timeout = time.Duration(min(t, uint64(1<<63-1)/1000)) * time.Microsecond
 	return in.dispatchLocked(m)
 }
@@ -147,8 +166,9 @@ func (in *inbound) dispatchLocked(m *inMsg) error {
 		in.queue = append(in.queue, m)
 		in.mu.Unlock()
 	default:
+		in.releaseLocked(m)
 		in.mu.Unlock()
-		c.sendq.pushSmall(errorMsg(m.id, &RemoteError{Code: CodeBusy, Message: "too many requests in progress; try again later"}))
+		in.refuse(m.id, &RemoteError{Code: CodeBusy, Message: "too many requests in progress; try again later"})
 	}
 	return nil
 }
@@ -180,10 +200,17 @@ func (in *inbound) run(m *inMsg) {
 	for {
 		if c.waitReady() {
 			reply, err := c.invoke(m.ctx, &m.req)
-			_ = c.sendq.push(context.Background(), c.answer(m.id, reply, err)) // an answer waits only for room, and fails only once closed
+			m.req.raw = nil // the body is no longer needed
+			out := c.answer(m.id, reply, err)
+			in.chargeReply(out)
+			in.mu.Lock()
+			in.releaseLocked(m) // the reply now holds the budget, not the request
+			in.mu.Unlock()
+			_ = c.sendq.push(context.Background(), out) // an answer waits only for room, and fails only once closed
 		}
 		m.cancel()
 		in.mu.Lock()
+		in.releaseLocked(m)
 		delete(in.live, m.id)
 		if len(in.queue) > 0 && in.running <= c.cfg.MaxConcurrentHandlers { // an overdraft slot of a nested request is given back instead
 			m = in.queue[0]
@@ -264,6 +291,8 @@ func (in *inbound) cancel(id uint32) {
 		if a := in.asm[id]; a != nil && a.kind == kindRequest {
 			delete(in.asm, id)
 			a.asm.drop(&in.c.reserve)
+			in.arriving--
+			in.releaseLocked(a)
 			in.mu.Unlock()
 			in.refuseCanceled(id)
 			in.c.workDone()
@@ -276,6 +305,7 @@ func (in *inbound) cancel(id uint32) {
 		if q == m {
 			in.queue = append(in.queue[:i], in.queue[i+1:]...)
 			delete(in.live, id)
+			in.releaseLocked(m)
 			in.mu.Unlock()
 			m.cancel()
 			in.refuseCanceled(id)
@@ -316,11 +346,16 @@ func (in *inbound) notifier() {
 		in.notes = in.notes[1:]
 		in.mu.Unlock()
 
-		if _, err := c.invoke(in.noteCtx, &m.req); err != nil {
+		if m.skip != nil {
+			c.log.Warn("bokbok: notification dropped", "remote", c.nc.RemoteAddr(), "err", m.skip)
+		} else if _, err := c.invoke(in.noteCtx, &m.req); err != nil {
 			c.log.Debug("bokbok: notification handler failed", "remote", c.nc.RemoteAddr(), "err", err)
 		}
+		m.req.raw = nil
 
 		in.mu.Lock()
+		in.noteBytes -= m.charge
+		m.charge = 0
 		in.handled++
 		var credit int
 		if in.handled >= step || len(in.notes) == 0 {

@@ -326,7 +326,7 @@ func TestWireRawPeerHappyPath(t *testing.T) {
 	f = rc.rp.nextKind(t, kindResponse)
 	require.Equal(t, uint32(77), f.id)
 	var s string
-	require.NoError(t, decodeValue(f.payload[bodyLenSize:], &s))
+	require.NoError(t, decodeValue(f.payload[bodyLenSize:], &s, 0))
 	require.Equal(t, "pong", s)
 
 	// PING is answered with PONG of the same id.

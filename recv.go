@@ -1,9 +1,10 @@
 package bokbok
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
+
+	"github.com/bokbok-go/bokbok/internal/msgpackcheck"
 )
 
 // The receive side: one reader goroutine per connection reads frames and
@@ -16,6 +17,7 @@ import (
 // reason, it closes the connection and runs the closer.
 func (c *Conn) readLoop() {
 	defer func() {
+		c.reserve.close()
 		c.fr.release()
 		c.loops.Done()
 		c.closer()
@@ -100,6 +102,9 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	}
 	if cl.asmKind == 0 {
 		cl.asmKind = h.kind
+		c.mu.Lock()
+		cl.asm.discard = cl.abandoned // nobody will read it: count it, keep nothing
+		c.mu.Unlock()
 	} else if cl.asmKind != h.kind {
 		return protocolErrorf("%s frame continues a %s for id %d", h.kind, cl.asmKind, h.id)
 	}
@@ -107,21 +112,31 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	if err != nil || !done {
 		return err
 	}
-	body := cl.asm.buf
+	body, discarded := cl.asm.buf, cl.asm.discard
 	cl.asm = assembly{}
 
 	var callErr error
-	if h.kind == kindError {
+	switch {
+	case discarded:
+		body = nil
+	case h.kind == kindError:
 		rerr, err := parseErrorBody(body)
 		if err != nil {
 			return err
 		}
 		body, callErr = nil, rerr
+	default:
+		if _, err := msgpackcheck.Check(body); err != nil {
+			body, callErr = nil, &ProtocolError{Reason: "RESPONSE body is not well-formed msgpack", Err: err}
+		}
 	}
 	c.mu.Lock()
 	mine := c.pending[h.id] == cl // false if the connection failed meanwhile
 	if mine {
 		delete(c.pending, h.id)
+		if cl.abandoned {
+			c.abandoned--
+		}
 	}
 	wanted := mine && !cl.abandoned
 	c.mu.Unlock()
@@ -141,6 +156,11 @@ func (c *Conn) onCredit(n uint32) error {
 	}
 	if c.err == nil {
 		c.notifyLimit += int(n)
+		k := min(int(n), len(c.notifySizes))
+		for _, size := range c.notifySizes[:k] {
+			c.notifyOut -= size
+		}
+		c.notifySizes = c.notifySizes[k:]
 		close(c.creditWait)
 		c.creditWait = make(chan struct{})
 	}
@@ -151,94 +171,4 @@ func (c *Conn) onCredit(n uint32) error {
 		}
 	}
 	return nil
-}
-
-// assembly collects the frames of one message. The first frame starts with
-// the body's 4-byte length, which is checked against the limit before
-// anything is allocated. A message that arrives in one frame costs exactly
-// one allocation of its size. A longer one gets its whole buffer at once
-// while the connection's reservation budget (reserveBudget bytes announced
-// but not yet arrived, across all messages) allows; beyond that its buffer
-// holds at most twice the bytes that have arrived, so a peer that announces
-// large messages and sends little pins little.
-type assembly struct {
-	buf      []byte // nil until the first frame
-	total    int
-	reserved int // bytes of the budget this message holds: allocated, not yet arrived
-}
-
-// reserveBudget is how many announced-but-not-yet-arrived bytes a
-// connection allocates ahead for the messages it is receiving.
-const reserveBudget = 8 << 20
-
-// add appends a frame's payload without a reservation budget.
-func (a *assembly) add(kind frameKind, p []byte, limit int) (bool, error) {
-	return a.addWithin(kind, p, limit, nil)
-}
-
-// drop gives back the message's reservation (it will never complete).
-func (a *assembly) drop(budget *int) {
-	if budget != nil {
-		*budget += a.reserved
-	}
-	a.reserved = 0
-}
-
-// free returns the next n bytes of the buffer's spare room, for the next
-// frame to be read into, or nil if the message has not started or the room
-// is too small.
-func (a *assembly) free(n int) []byte {
-	if a.buf == nil || cap(a.buf)-len(a.buf) < n {
-		return nil
-	}
-	return a.buf[len(a.buf) : len(a.buf)+n]
-}
-
-// addWithin appends a frame's payload, allocating ahead from budget (which
-// may be nil). It reports whether the message is whole. A payload read in
-// place (see free) is not copied.
-func (a *assembly) addWithin(kind frameKind, p []byte, limit int, budget *int) (bool, error) {
-	if a.buf == nil {
-		if len(p) < bodyLenSize {
-			return false, protocolErrorf("first %s frame of %d bytes is too short for the length", kind, len(p))
-		}
-		total := binary.BigEndian.Uint32(p)
-		switch {
-		case total == 0:
-			return false, protocolErrorf("%s with an empty body", kind)
-		case uint64(total) > uint64(limit):
-			return false, &ProtocolError{
-				Reason: kind.String() + " longer than this side's limit",
-				Err:    &MessageTooLargeError{Size: int(total), Limit: limit},
-			}
-		}
-		a.total = int(total)
-		p = p[bodyLenSize:]
-		if ahead := a.total - len(p); budget != nil && ahead > 0 && ahead <= *budget {
-			a.buf = make([]byte, 0, a.total)
-			a.reserved = ahead
-			*budget -= ahead
-		} else {
-			a.buf = make([]byte, 0, min(a.total, max(len(p), 1)))
-		}
-	} else if a.reserved > 0 {
-		r := min(a.reserved, len(p))
-		a.reserved -= r
-		*budget += r
-	}
-	n := len(a.buf) + len(p)
-	if n > a.total {
-		return false, protocolErrorf("%s frames carry more than the %d bytes announced", kind, a.total)
-	}
-	if n > cap(a.buf) {
-		grown := make([]byte, len(a.buf), min(a.total, max(2*cap(a.buf), n)))
-		copy(grown, a.buf)
-		a.buf = grown
-	}
-	if len(p) > 0 && cap(a.buf) > len(a.buf) && &a.buf[:len(a.buf)+1][len(a.buf)] == &p[0] {
-		a.buf = a.buf[:n] // read in place
-	} else {
-		a.buf = append(a.buf, p...)
-	}
-	return len(a.buf) == a.total, nil
 }

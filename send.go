@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // The send side: every goroutine that sends (callers, handlers replying, the
@@ -28,10 +29,14 @@ type outMsg struct {
 	owner *encoder // if set, data is its buffer: given back once written
 	small bool     // queued by pushSmall, outside the budget
 
+	charge int64         // a reply: what it holds of the receive budget until wholly taken
+	budget *atomic.Int64 // where charge is given back
+
 	// guarded by sendQueue.mu
 	off    int  // bytes of data already taken for frames
 	credit int  // bytes of the queue's budget this message still holds
 	lane   bool // the credit is from the small-message lane
+	whole  bool // every frame has been taken; data may be gone
 }
 
 // sendQueue is the queue between senders and the writer.
@@ -210,6 +215,9 @@ func (q *sendQueue) release(m *outMsg, n int) {
 // withdraw takes m off the queue if it is still there (the caller gave up)
 // and reports whether any of its frames were already taken for writing, in
 // which case the peer has seen the message start, and whether all were.
+// A message withdrawn after it started lets go of its data: the frames
+// the writer holds keep what they need, and the pooled buffer goes to the
+// garbage collector instead of back to the pool.
 func (q *sendQueue) withdraw(m *outMsg) (started, whole bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -219,7 +227,11 @@ func (q *sendQueue) withdraw(m *outMsg) (started, whole bool) {
 			break
 		}
 	}
-	return m.off > 0, m.off == len(m.data)
+	started, whole = m.off > 0, m.whole
+	if started && !whole {
+		m.data, m.owner = nil, nil
+	}
+	return started, whole
 }
 
 // removeAt drops msgs[i], releasing its budget. q.mu must be held.
@@ -270,11 +282,18 @@ func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dat
 		total += n
 		q.release(m, n)
 		if m.off == len(m.data) {
+			m.whole = true
 			if m.small {
 				q.extra -= len(m.data)
 			}
+			if m.charge > 0 {
+				m.budget.Add(-m.charge)
+				m.charge = 0
+			}
 			if m.owner != nil {
 				q.written = append(q.written, m)
+			} else {
+				m.data = nil // the frames taken hold what the writer needs
 			}
 			q.removeAt(q.rr)
 		} else {
@@ -294,10 +313,13 @@ func (q *sendQueue) giveBack() {
 	q.mu.Lock()
 	done := q.written
 	q.written = nil
+	for _, m := range done {
+		m.data = nil // the buffer goes back to the pool below
+	}
 	q.mu.Unlock()
 	for _, m := range done {
 		m.owner.done()
-		m.owner = nil // m.data now aliases a reused buffer: only its length may be looked at (withdraw)
+		m.owner = nil
 	}
 }
 

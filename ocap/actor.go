@@ -28,7 +28,10 @@ type Message struct {
 // Args decodes the message's arguments, in order, into the given pointers.
 // The number of arguments must match.
 func (m *Message) Args(out ...any) error {
-	dec, done := m.args.newDecoder()
+	dec, done, err := m.args.newDecoder()
+	if err != nil {
+		return badArgs(m.Method, "the arguments are not msgpack: %v", err)
+	}
 	defer done()
 	n, err := dec.DecodeArrayLen()
 	if err != nil {
@@ -74,7 +77,7 @@ type actorCell struct {
 	kind string // for Ref.String
 }
 
-func (c *actorCell) deliver(m *message) { c.vat.enqueue(turn{cell: c, m: m}) }
+func (c *actorCell) deliver(m *message, w *flow) { c.vat.enqueue(turn{cell: c, m: m}, w) }
 
 // receive runs one message in the vat's goroutine and settles its answer.
 func (c *actorCell) receive(ctx context.Context, m *message) {
@@ -82,20 +85,21 @@ func (c *actorCell) receive(ctx context.Context, m *message) {
 	if m.answer == nil {
 		return
 	}
+	var w flow
+	defer w.run()
 	if err != nil {
-		m.answer.settle(payload{}, err)
+		m.answer.settle(payload{}, err, &w)
 		return
 	}
 	if p, ok := res.(*Promise); ok && p != nil {
-		ans := m.answer
-		p.st.onSettle(func() { ans.settle(p.st.outcome()) })
+		m.answer.follow(p.st, &w)
 		return
 	}
 	pl, err := encodePayload(res)
 	if err != nil {
 		err = remoteErrorf(CodeError, "method %q: encoding the result: %v", m.method, err)
 	}
-	m.answer.settle(pl, err)
+	m.answer.settle(pl, err, &w)
 }
 
 func (c *actorCell) invokeSafely(ctx context.Context, m *message) (res any, err error) {
@@ -231,7 +235,10 @@ func (f methodFunc) call(ctx context.Context, m *message) (any, error) {
 }
 
 func (f methodFunc) decodeArgs(m *message, in *[]reflect.Value) error {
-	dec, done := m.args.newDecoder()
+	dec, done, err := m.args.newDecoder()
+	if err != nil {
+		return badArgs(m.method, "the arguments are not msgpack: %v", err)
+	}
 	defer done()
 	n, err := dec.DecodeArrayLen()
 	if err != nil {

@@ -42,6 +42,18 @@
 // entry. Releases carry counts, so a release racing a fresh export of the
 // same object never frees it. Cycles across connections are not collected.
 //
+// # Hostile peers
+//
+// A peer can make a node hold only so much: the fields of [Node] bound
+// its open answers, imports, references per message, queued messages and
+// messages waiting on one answer, and how long a peer may leave the node's
+// messages untaken; a peer that goes beyond them has its session aborted
+// (or, for waiting messages, those messages broken). Promises that
+// resolve to each other in a cycle break messages sent to them with
+// [ErrPromiseCycle] instead of hanging, and chains of promises and
+// pipelined messages as long as a peer likes are worked through without
+// recursion. PROTOCOL.md §19.10 lists the bounds.
+//
 // # Sturdyrefs
 //
 // A [Sturdyref] is a printable capability, a URI such as

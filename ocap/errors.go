@@ -32,21 +32,35 @@ var (
 	// ErrNoVat is returned by [On] and [Spawn] when the context does not
 	// belong to a vat's turn.
 	ErrNoVat = errors.New("ocap: not running in a vat")
+
+	// ErrPromiseCycle is the error of a message sent to a promise that
+	// resolves, through other promises, back to a promise it already went
+	// through, and of a promise made to settle as a promise that settles
+	// as it (see [Resolver.Fulfil]). Chains of promises longer than a few
+	// thousand are treated as cycles too.
+	ErrPromiseCycle = errors.New("ocap: promises resolve to each other in a cycle")
+
+	// ErrTooManyPending is the error of a message sent to an unsettled
+	// promise on which the most messages allowed already wait (see
+	// [Node.MaxPendingPerPromise] and [DefaultMaxPendingPerPromise]).
+	ErrTooManyPending = errors.New("ocap: too many messages wait on the promise")
 )
 
 // Codes of the *bokbok.RemoteError values that the layer itself breaks
 // promises with.
 const (
-	CodeNoMethod     = "ocap.no_method"    // the actor has no such method
-	CodeBadArgs      = "ocap.bad_args"     // the arguments do not fit the method
-	CodePanic        = "ocap.panic"        // the actor panicked
-	CodeError        = "ocap.error"        // the actor returned a plain error (remote only)
-	CodeNoObject     = "ocap.no_object"    // the message named an export or answer that does not exist
-	CodeNotFound     = "ocap.not_found"    // the bootstrap object has no such name
-	CodeDisconnected = "ocap.disconnected" // a connection further along the path was lost
-	CodeVatClosed    = "ocap.vat_closed"   // the target's vat was closed
-	CodeReleased     = "ocap.released"     // the peer sent through a reference it had released
-	CodeNotReference = "ocap.not_reference"
+	CodeNoMethod       = "ocap.no_method"        // the actor has no such method
+	CodeBadArgs        = "ocap.bad_args"         // the arguments do not fit the method
+	CodePanic          = "ocap.panic"            // the actor panicked
+	CodeError          = "ocap.error"            // the actor returned a plain error (remote only)
+	CodeNoObject       = "ocap.no_object"        // the message named an export or answer that does not exist
+	CodeNotFound       = "ocap.not_found"        // the bootstrap object has no such name
+	CodeDisconnected   = "ocap.disconnected"     // a connection further along the path was lost
+	CodeVatClosed      = "ocap.vat_closed"       // the target's vat was closed
+	CodeReleased       = "ocap.released"         // the peer sent through a reference it had released
+	CodeNotReference   = "ocap.not_reference"    // the target promise resolved to a value that is not a reference
+	CodePromiseCycle   = "ocap.promise_cycle"    // the target promise resolves to itself through other promises
+	CodeTooManyPending = "ocap.too_many_pending" // too many messages already wait on the target promise
 )
 
 // ProtocolError is the error a session ends with when a peer breaks the
@@ -102,6 +116,10 @@ func wireError(err error) (code, msg string) {
 		return CodeReleased, err.Error()
 	case errors.Is(err, ErrNotReference):
 		return CodeNotReference, err.Error()
+	case errors.Is(err, ErrPromiseCycle):
+		return CodePromiseCycle, err.Error()
+	case errors.Is(err, ErrTooManyPending):
+		return CodeTooManyPending, err.Error()
 	}
 	return CodeError, err.Error()
 }

@@ -565,7 +565,7 @@ func (n *fuzzNet) drain() {
 	n.pending, n.handles = nil, nil
 	deadline := time.Now().Add(10 * time.Second)
 	for round := 0; ; round++ {
-		if round%10 == 0 {
+		if round%100 == 0 {
 			for _, a := range n.chk.actorList() {
 				if !a.ref.IsZero() {
 					_ = a.ref.SendOnly("forget")
@@ -589,6 +589,6 @@ func (n *fuzzNet) drain() {
 			n.t.Fatalf("tables not empty after dropping everything:\n  %s\nactions:\n  %s",
 				strings.Join(busy, "\n  "), strings.Join(n.log, "\n  "))
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(100 * time.Microsecond)
 	}
 }

@@ -33,12 +33,12 @@ type importToken struct {
 	gen uint64
 }
 
-func (ir *importRef) deliver(m *message) {
+func (ir *importRef) deliver(m *message, w *flow) {
 	if ir.released.Load() {
-		m.fail(ErrReleased)
+		m.fail(ErrReleased, w)
 		return
 	}
-	ir.s.transmit(desc{kind: descYourExport, id: ir.id}, m)
+	ir.s.transmit(desc{kind: descYourExport, id: ir.id}, m, w)
 }
 
 // importLocked returns the live reference for the peer's export id,
@@ -81,5 +81,5 @@ func dropImport(tok importToken) {
 		return
 	}
 	delete(s.imports, tok.id)
-	s.enqueueLocked(newOp(opRelease, 2).uint(tok.id).uint(e.count).bytes())
+	s.enqueueLocked(newOp(opRelease, 2).uint(tok.id).uint(e.count).bytes(), 0)
 }

@@ -343,7 +343,10 @@ func TestHostilePeer(t *testing.T) {
 			b, err := msgpack.Marshal([]any{opDeliver, []any{descYourExport, 0}, "fetch"})
 			require.NoError(t, err)
 			b[0] = 0x96 // claims six elements, has three
-			p.sendRaw(b)
+			// The core drops a notification that is not well-formed
+			// msgpack before any handler sees it; the node must refuse
+			// one that reaches it all the same.
+			_, _ = p.sess.node.serveCap(p.sess.Conn(), b, true)
 		}},
 	}
 

@@ -2,10 +2,10 @@ package ocap
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/bokbok-go/bokbok"
 )
@@ -43,6 +43,43 @@ type Node struct {
 
 	// Store, if set, keeps the swiss numbers of RegisterAs.
 	Store *Store
+
+	// The fields below bound what one peer can make the node hold; 0
+	// means the default (DefaultMaxAnswers and so on). A peer that goes
+	// beyond MaxAnswers, MaxImports or MaxDescriptorsPerMessage breaks
+	// the protocol: the session is aborted (op:abort, with the bound in
+	// the reason) and the violation logged at Warn through Logger. So is a
+	// session whose queue of capability messages outgrows
+	// MaxQueuedMessages or MaxQueuedBytes (a peer that does not take
+	// them), whatever filled it; a program that sends faster than its
+	// peer reads can meet this bound too.
+
+	// MaxAnswers bounds the answers a session owes its peer: questions
+	// the peer asked and has not yet sent op:finish for, answered or not.
+	MaxAnswers int
+
+	// MaxImports bounds the peer's objects a session holds references to.
+	MaxImports int
+
+	// MaxDescriptorsPerMessage bounds the references one capability
+	// message may carry. It is checked before anything is made for them.
+	MaxDescriptorsPerMessage int
+
+	// MaxQueuedMessages and MaxQueuedBytes bound the capability messages
+	// a session has queued for its connection and not yet written.
+	MaxQueuedMessages int
+	MaxQueuedBytes    int
+
+	// MaxPendingPerPromise bounds the messages that may wait on one
+	// unsettled answer the node owes a peer (messages pipelined to it).
+	// Further messages break with ErrTooManyPending (code
+	// ocap.too_many_pending); the session goes on.
+	MaxPendingPerPromise int
+
+	// SendTimeout bounds how long a session waits for its connection to
+	// take one capability message (the peer grants notifications as it
+	// reads them). A peer that takes none for that long ends the session.
+	SendTimeout time.Duration
 
 	mu       sync.Mutex // guards the maps below
 	sessions map[*bokbok.Conn]*Session
@@ -186,25 +223,35 @@ func (n *Node) sessionOrClose(c *bokbok.Conn) (*Session, error) {
 // ServeBokbok implements bokbok.Handler: capability messages go to the
 // connection's session, others to Fallback.
 func (n *Node) ServeBokbok(ctx context.Context, req *bokbok.Request) (any, error) {
-	op, isCap := capOp(req.Raw())
-	if !isCap {
-		if n.Fallback != nil && !isSturdyConn(req.Conn()) {
-			return n.Fallback.ServeBokbok(ctx, req)
-		}
-		return nil, bokbok.Errorf(bokbok.CodeNoHandler, "this peer serves only capability messages")
+	if isCap, err := n.serveCap(req.Conn(), req.Raw(), req.IsNotification()); isCap {
+		return nil, err
 	}
-	if !req.IsNotification() {
-		return nil, bokbok.Errorf(CodeBadArgs, "capability message %s must be a notification", op)
+	if n.Fallback != nil && !isSturdyConn(req.Conn()) {
+		return n.Fallback.ServeBokbok(ctx, req)
 	}
-	if s := n.Session(req.Conn()); s != nil {
-		s.receive(req.Raw())
-	}
-	return nil, nil
+	return nil, bokbok.Errorf(bokbok.CodeNoHandler, "this peer serves only capability messages")
 }
 
-func (n *Node) logf(format string, args ...any) {
+// serveCap gives raw, the message of a request or notification on c, to
+// c's session if it is a capability message, and reports whether it was.
+func (n *Node) serveCap(c *bokbok.Conn, raw []byte, notification bool) (bool, error) {
+	op, isCap := capOp(raw)
+	if !isCap {
+		return false, nil
+	}
+	if !notification {
+		return true, bokbok.Errorf(CodeBadArgs, "capability message %s must be a notification", op)
+	}
+	if s := n.Session(c); s != nil {
+		s.receive(raw)
+	}
+	return true, nil
+}
+
+// warn logs at Warn through Logger, if set.
+func (n *Node) warn(msg string, args ...any) {
 	if n.Logger != nil {
-		n.Logger.Warn("ocap: protocol violation", "detail", fmt.Sprintf(format, args...))
+		n.Logger.Warn(msg, args...)
 	}
 }
 
@@ -218,7 +265,7 @@ type bootstrapObj struct {
 
 // deliver answers "fetch" (a name bound with Node.Bind) and "enliven" (a
 // swiss number registered with Node.Register).
-func (b bootstrapObj) deliver(m *message) {
+func (b bootstrapObj) deliver(m *message, w *flow) {
 	var r Ref
 	var err error
 	switch m.method {
@@ -230,12 +277,12 @@ func (b bootstrapObj) deliver(m *message) {
 		err = remoteErrorf(CodeNoMethod, "the bootstrap object has no method %q (it has fetch and enliven)", m.method)
 	}
 	if err != nil {
-		m.fail(err)
+		m.fail(err, w)
 		return
 	}
 	if m.answer != nil {
 		p, err := encodePayload(r)
-		m.answer.settle(p, err)
+		m.answer.settle(p, err, w)
 	}
 }
 

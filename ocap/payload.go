@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sync"
 
+	"github.com/bokbok-go/bokbok/internal/msgpackcheck"
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
@@ -122,17 +123,24 @@ func decodeRefExt(dec *msgpack.Decoder, v reflect.Value, extLen int) error {
 	return nil
 }
 
-// newDecoder returns a decoder over p; call done when finished with it.
-func (p payload) newDecoder() (dec *msgpack.Decoder, done func()) {
-	dec = msgpack.NewDecoder(bytes.NewReader(p.data))
+// newDecoder returns a decoder over p, once its bytes have passed
+// msgpackcheck; call done when finished with it.
+func (p payload) newDecoder() (dec *msgpack.Decoder, done func(), err error) {
+	dec, err = msgpackcheck.NewDecoder(p.data)
+	if err != nil {
+		return nil, nil, err
+	}
 	dec.UseLooseInterfaceDecoding(true)
 	decoding.Store(dec, p.refs)
-	return dec, func() { decoding.Delete(dec) }
+	return dec, func() { decoding.Delete(dec) }, nil
 }
 
 // decode decodes the whole payload into out, a pointer.
 func (p payload) decode(out any) error {
-	dec, done := p.newDecoder()
+	dec, done, err := p.newDecoder()
+	if err != nil {
+		return err
+	}
 	defer done()
 	return dec.Decode(out)
 }

@@ -3,6 +3,7 @@ package ocap
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -25,21 +26,41 @@ type remoteAnswer struct {
 	q uint64
 }
 
-// promiseState is a promise's shared state. Lock order: a promise's mu may
-// be held while taking another promise's mu (a promise forwarding to the
-// next), a vat's mu, or a session's mu; never the other way round.
+// DefaultMaxPendingPerPromise is how many messages may wait on one
+// unsettled promise made by this program (Send, NewPromise); see
+// Node.MaxPendingPerPromise for the answers a node owes its peers.
+const DefaultMaxPendingPerPromise = 4096
+
+// maxPromiseHops bounds how many promises a message may pass through on
+// its way from one promise that resolved to another, and how long a chain
+// of promises Resolver.Fulfil and an actor answering with a promise
+// follow: longer ones are treated as cycles (ErrPromiseCycle).
+const maxPromiseHops = 4096
+
+// promiseState is a promise's shared state. Its mu is never held while
+// anything else happens: no delivery, no callback, no other promise's mu.
+// The one exception is Session.transmit, which holds it while taking the
+// session's mu, so that a message leaves before any message sent to its
+// answer. Lock order: followMu, then a promise's mu, then a session's mu.
 type promiseState struct {
 	// remote is set once, when the message this promise answers leaves on
 	// a connection; from then on messages to the promise go there.
 	remote atomic.Pointer[remoteAnswer]
 
-	mu        sync.Mutex // guards the fields below
-	settled   bool
-	result    payload
-	err       error
-	pending   []*message // sent to the promise before it settled or left
-	listeners []func()   // run once when the promise settles
-	dropped   bool       // the program dropped its *Promise
+	mu      sync.Mutex // guards the fields below
+	settled bool
+	result  payload
+	err     error
+	// pending are messages sent to the promise before it settled or left,
+	// in order. While draining is set they are being handed on (by one
+	// flow at a time), and new messages join them rather than overtake.
+	pending   []*message
+	draining  bool
+	limit     int             // most messages pending; 0: DefaultMaxPendingPerPromise
+	follows   *promiseState   // the promise this one will settle as, if any
+	listeners []func(w *flow) // run once when the promise settles
+	dropped   bool            // the program dropped its *Promise
+	finished  bool            // op:finish is due or sent for the remote answer
 }
 
 // newPromise returns a promise whose handle tells the peer, once the
@@ -50,15 +71,29 @@ func newPromise() *Promise {
 	return p
 }
 
-// handleDropped runs when the program's *Promise is gone.
+// handleDropped runs when the program's *Promise is gone. The peer is
+// told its answer is finished, after any messages still being handed on
+// to it.
 func (st *promiseState) handleDropped() {
 	st.mu.Lock()
 	st.dropped = true
 	ra := st.remote.Load()
+	finish := !st.draining && st.finishLocked()
 	st.mu.Unlock()
-	if ra != nil {
+	if finish {
 		ra.s.finish(ra.q)
 	}
+}
+
+// finishLocked reports whether op:finish for the promise's remote answer
+// is due now (the promise left and was dropped), claiming it: it is sent
+// once. st.mu is held.
+func (st *promiseState) finishLocked() bool {
+	if !st.dropped || st.finished || st.remote.Load() == nil {
+		return false
+	}
+	st.finished = true
+	return true
 }
 
 // Send sends a message to what the promise resolves to and returns a
@@ -79,7 +114,9 @@ func (p *Promise) Ref() Ref { return Ref{t: p} }
 // inside an actor use On, which does not block the vat.
 func (p *Promise) Await(ctx context.Context) (Result, error) {
 	done := make(chan struct{})
-	p.st.onSettle(func() { close(done) })
+	var w flow
+	p.st.onSettle(func(*flow) { close(done) }, &w)
+	w.run()
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -101,68 +138,154 @@ func (p *Promise) Settled() bool {
 func (p *Promise) EncodeMsgpack(enc *msgpack.Encoder) error { return encodeRef(enc, Ref{t: p}) }
 
 // deliver sends a message to the promise.
-func (p *Promise) deliver(m *message) { p.st.deliver(m) }
+func (p *Promise) deliver(m *message, w *flow) { forward(p.st, m, w, true) }
 
-func (st *promiseState) deliver(m *message) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if ra := st.remote.Load(); ra != nil {
-		ra.s.transmit(desc{kind: descYourAnswer, id: ra.q}, m)
-		return
+// forward carries m from promise cur on, without recursion: if arriving,
+// m has just been sent to cur and waits there if cur has not settled or
+// left (or is handing on earlier messages); otherwise m is one of cur's
+// waiting messages being handed on. A promise that resolved to another
+// promise passes m along; coming back to a promise already passed breaks
+// m with ErrPromiseCycle.
+func forward(cur *promiseState, m *message, w *flow, arriving bool) {
+	var seen []*promiseState // the promises passed, small
+	var seenMap map[*promiseState]bool
+	for {
+		cur.mu.Lock()
+		ra := cur.remote.Load()
+		if arriving && (cur.draining || (ra == nil && !cur.settled)) {
+			if len(cur.pending) >= cur.limitLocked() {
+				cur.mu.Unlock()
+				m.fail(errTooManyPending(cur.limitLocked()), w)
+				return
+			}
+			cur.pending = append(cur.pending, m)
+			cur.mu.Unlock()
+			return
+		}
+		var next target
+		var err error
+		if ra == nil {
+			next, err = cur.resolutionLocked()
+		}
+		cur.mu.Unlock()
+		switch {
+		case ra != nil:
+			ra.s.transmit(desc{kind: descYourAnswer, id: ra.q}, m, w)
+			return
+		case err != nil:
+			m.fail(err, w)
+			return
+		}
+		p, ok := next.(*Promise)
+		if !ok {
+			next.deliver(m, w)
+			return
+		}
+		if seenMap == nil && len(seen) < 8 {
+			seen = append(seen, cur)
+		} else {
+			if seenMap == nil {
+				seenMap = make(map[*promiseState]bool, 16)
+				for _, s := range seen {
+					seenMap[s] = true
+				}
+			}
+			seenMap[cur] = true
+		}
+		m.hops++
+		if m.hops > maxPromiseHops || seenMap[p.st] || slices.Contains(seen, p.st) {
+			m.fail(ErrPromiseCycle, w)
+			return
+		}
+		cur, arriving = p.st, true
 	}
-	if !st.settled {
-		st.pending = append(st.pending, m)
-		return
-	}
-	st.forwardLocked(m)
 }
 
-// forwardLocked delivers m to what the settled promise resolved to.
-func (st *promiseState) forwardLocked(m *message) {
+// limitLocked is how many messages may wait on the promise. st.mu is held.
+func (st *promiseState) limitLocked() int {
+	if st.limit > 0 {
+		return st.limit
+	}
+	return DefaultMaxPendingPerPromise
+}
+
+// resolutionLocked returns what messages to the settled promise go to, or
+// the error they break with. st.mu is held.
+func (st *promiseState) resolutionLocked() (target, error) {
 	if st.err != nil {
-		m.fail(st.err)
-		return
+		return nil, st.err
 	}
 	r, ok := st.result.asRef()
 	switch {
 	case !ok:
-		m.fail(ErrNotReference)
+		return nil, ErrNotReference
 	case r.t == nil:
-		m.fail(ErrNilRef)
-	default:
-		if p, self := r.t.(*Promise); self && p.st == st {
-			m.fail(ErrNotReference)
+		return nil, ErrNilRef
+	}
+	return r.t, nil
+}
+
+// startDrainLocked reports whether the caller must hand on the promise's
+// waiting messages (it has settled or left), claiming that job. st.mu is
+// held.
+func (st *promiseState) startDrainLocked() bool {
+	if st.draining || len(st.pending) == 0 {
+		return false
+	}
+	st.draining = true
+	return true
+}
+
+// drain hands on the promise's waiting messages, in order, including
+// those that arrive meanwhile, then lets later messages go straight on.
+func (st *promiseState) drain(w *flow) {
+	for {
+		st.mu.Lock()
+		batch := st.pending
+		st.pending = nil
+		if len(batch) == 0 {
+			st.draining = false
+			finish := st.finishLocked()
+			st.mu.Unlock()
+			if finish {
+				ra := st.remote.Load()
+				ra.s.finish(ra.q)
+			}
 			return
 		}
-		r.t.deliver(m)
+		st.mu.Unlock()
+		for i, m := range batch {
+			batch[i] = nil
+			forward(st, m, w, false)
+		}
 	}
 }
 
 // settle fulfils (err == nil) or breaks the promise, once; later calls do
-// nothing. Messages waiting on it go on to the resolution, in order.
-func (st *promiseState) settle(r payload, err error) {
+// nothing. Messages waiting on it go on to the resolution, in order, and
+// its callbacks run, later in w.
+func (st *promiseState) settle(r payload, err error, w *flow) {
 	st.mu.Lock()
 	if st.settled {
 		st.mu.Unlock()
 		return
 	}
 	st.settled, st.result, st.err = true, r, err
-	if st.remote.Load() == nil {
-		for _, m := range st.pending {
-			st.forwardLocked(m)
-		}
-	}
-	st.pending = nil
+	st.follows = nil
+	drain := st.startDrainLocked()
 	ls := st.listeners
 	st.listeners = nil
 	st.mu.Unlock()
+	if drain {
+		w.push(flowItem{st: st})
+	}
 	for _, f := range ls {
-		f()
+		w.push(flowItem{fn: f})
 	}
 }
 
-// onSettle runs f once the promise has settled: now, if it has.
-func (st *promiseState) onSettle(f func()) {
+// onSettle runs f in w once the promise has settled: soon, if it has.
+func (st *promiseState) onSettle(f func(w *flow), w *flow) {
 	st.mu.Lock()
 	if !st.settled {
 		st.listeners = append(st.listeners, f)
@@ -170,7 +293,7 @@ func (st *promiseState) onSettle(f func()) {
 		return
 	}
 	st.mu.Unlock()
-	f()
+	w.push(flowItem{fn: f})
 }
 
 // outcome returns what the promise settled with.
@@ -178,6 +301,59 @@ func (st *promiseState) outcome() (payload, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.result, st.err
+}
+
+// followMu serializes follow, so that two promises made to follow each
+// other at the same time cannot both miss the cycle.
+var followMu sync.Mutex
+
+// follow makes st settle as p does (Resolver.Fulfil with a promise, an
+// actor answering with one). If p is st, or follows or resolves to st
+// through other promises, st breaks with ErrPromiseCycle instead, and so
+// do the promises that follow it.
+func (st *promiseState) follow(p *promiseState, w *flow) {
+	followMu.Lock()
+	cyclic := p.leadsTo(st)
+	if !cyclic {
+		st.mu.Lock()
+		if !st.settled {
+			st.follows = p
+		}
+		st.mu.Unlock()
+	}
+	followMu.Unlock()
+	if cyclic {
+		st.settle(payload{}, ErrPromiseCycle, w)
+		return
+	}
+	p.onSettle(func(w *flow) {
+		r, err := p.outcome()
+		st.settle(r, err, w)
+	}, w)
+}
+
+// leadsTo reports whether st is to, or follows it or resolves to it
+// through other promises, or the chain is too long to tell. followMu is
+// held.
+func (st *promiseState) leadsTo(to *promiseState) bool {
+	cur := st
+	for hops := 0; cur != nil; hops++ {
+		if cur == to || hops > maxPromiseHops {
+			return true
+		}
+		cur.mu.Lock()
+		next := cur.follows
+		if next == nil && cur.settled && cur.err == nil && cur.remote.Load() == nil {
+			if r, ok := cur.result.asRef(); ok {
+				if p, ok := r.t.(*Promise); ok {
+					next = p.st
+				}
+			}
+		}
+		cur.mu.Unlock()
+		cur = next
+	}
+	return false
 }
 
 // On arranges for fulfilled or broken (either may be nil) to run in the

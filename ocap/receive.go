@@ -40,7 +40,7 @@ func (s *Session) receive(raw []byte) {
 
 func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 	r.want(5)
-	to, method, args, ds := r.desc(), r.str(), r.raw(), r.descs()
+	to, method, args, ds := r.desc(), r.str(), r.raw(), r.descs(s.lim.descs)
 	q, hasQ := r.optUint()
 	if r.err != nil {
 		return nil
@@ -53,14 +53,32 @@ func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 		s.mu.Unlock()
 		return nil
 	}
-	if _, dup := s.answers[q]; hasQ && dup {
-		s.mu.Unlock()
-		return protocolErrorf("question %d is already in use", q)
+	if hasQ {
+		if _, dup := s.answers[q]; dup {
+			s.mu.Unlock()
+			return protocolErrorf("question %d is already in use", q)
+		}
+		if len(s.answers) >= s.lim.answers {
+			s.mu.Unlock()
+			return limitErrorf("MaxAnswers", "more than %d open answers: the peer asks questions and does not finish them", s.lim.answers)
+		}
 	}
 	// Names are looked up before the new answer exists: a message cannot
-	// be sent to, or carry, the answer it is the question of.
-	refs, rerr := s.resolveLocked(ds)
+	// be sent to, or carry, the answer it is the question of. A message
+	// to nothing imports nothing: the references it carried are released.
 	tgt, terr := s.targetLocked(to)
+	var refs []Ref
+	var rerr error
+	if terr == nil {
+		var perr *ProtocolError
+		refs, rerr, perr = s.importAllLocked(ds)
+		if perr != nil {
+			s.mu.Unlock()
+			return perr
+		}
+	} else {
+		s.releaseDescsLocked(ds)
+	}
 	var ans *Promise
 	if hasQ {
 		// The answer entry is the answer's only holder: once it is gone (and
@@ -68,36 +86,39 @@ func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 		// garbage collector finishes the question the answer may have been
 		// forwarded as, to another peer.
 		ans = newPromise()
+		ans.st.limit = s.lim.pending
 		s.answers[q] = &answerEntry{p: ans}
 	}
 	s.mu.Unlock()
 
+	var w flow
+	defer w.run()
 	m := &message{method: method, args: payload{data: args, refs: refs}}
 	if ans != nil {
 		st := ans.st // not ans: a listener must not keep the handle alive
 		m.answer = st
-		st.onSettle(func() { s.sendReturn(q, st) })
+		st.onSettle(func(*flow) { s.sendReturn(q, st) }, &w)
 	}
 	switch {
 	case terr != nil:
-		m.fail(terr)
+		m.fail(terr, &w)
 	case rerr != nil:
-		m.fail(rerr)
+		m.fail(rerr, &w)
 	default:
-		tgt.deliver(m)
+		tgt.deliver(m, &w)
 	}
 	return nil
 }
 
 func (s *Session) recvReturn(r *opReader) *ProtocolError {
 	r.want(3)
-	q, value, ds := r.uint(), r.raw(), r.descs()
+	q, value, ds := r.uint(), r.raw(), r.descs(s.lim.descs)
 	if r.err != nil {
 		return nil
 	}
-	return s.answered(r.op, q, func() (payload, error) {
-		refs, err := s.resolveLocked(ds)
-		return payload{data: value, refs: refs}, err
+	return s.answered(r.op, q, func() (payload, error, *ProtocolError) {
+		refs, err, perr := s.importAllLocked(ds)
+		return payload{data: value, refs: refs}, err, perr
 	})
 }
 
@@ -107,15 +128,15 @@ func (s *Session) recvBreak(r *opReader) *ProtocolError {
 	if r.err != nil {
 		return nil
 	}
-	return s.answered(r.op, q, func() (payload, error) {
-		return payload{}, &bokbok.RemoteError{Code: code, Message: msg}
+	return s.answered(r.op, q, func() (payload, error, *ProtocolError) {
+		return payload{}, &bokbok.RemoteError{Code: code, Message: msg}, nil
 	})
 }
 
 // answered settles the promise of question q, which the peer answered with
 // op (op:return or op:break), with what outcome returns; outcome runs with
 // s.mu held.
-func (s *Session) answered(op string, q uint64, outcome func() (payload, error)) *ProtocolError {
+func (s *Session) answered(op string, q uint64, outcome func() (payload, error, *ProtocolError)) *ProtocolError {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -126,10 +147,14 @@ func (s *Session) answered(op string, q uint64, outcome func() (payload, error))
 		s.mu.Unlock()
 		return protocolErrorf("%s for question %d, which is not waiting", op, q)
 	}
+	pl, err, perr := outcome()
+	if perr != nil {
+		s.mu.Unlock()
+		return perr // the session ends, and breaks st
+	}
 	delete(s.quests, q)
-	pl, err := outcome()
 	s.mu.Unlock()
-	st.settle(pl, err)
+	settleNow(st, pl, err)
 	return nil
 }
 
@@ -209,27 +234,66 @@ func (s *Session) targetLocked(d desc) (target, error) {
 	return nil, remoteErrorf(CodeNoObject, "descriptor kind %d cannot be a target", d.kind)
 }
 
-// resolveLocked turns the descriptors of a message into references,
-// importing the peer's objects. s.mu is held.
-func (s *Session) resolveLocked(ds []desc) ([]Ref, error) {
+// importAllLocked turns the descriptors of a message into references,
+// importing the peer's objects. If a descriptor names nothing, it imports
+// nothing: it releases the imports the message carried and returns the
+// error of the message. A message that would make the session hold more
+// imports than its bound is a *ProtocolError. s.mu is held.
+func (s *Session) importAllLocked(ds []desc) ([]Ref, error, *ProtocolError) {
 	if len(ds) == 0 {
-		return nil, nil
+		return nil, nil, nil
+	}
+	fresh := 0 // an upper bound on the imports the message adds
+	for _, d := range ds {
+		switch {
+		case d.kind == descMyExport:
+			fresh++
+		default:
+			if _, err := s.targetLocked(d); err != nil {
+				s.releaseDescsLocked(ds)
+				return nil, err, nil
+			}
+		}
+	}
+	if len(s.imports)+fresh > s.lim.imports {
+		added := map[uint64]bool{}
+		for _, d := range ds {
+			if d.kind == descMyExport && d.id != 0 && s.imports[d.id] == nil {
+				added[d.id] = true
+			}
+		}
+		if len(s.imports)+len(added) > s.lim.imports {
+			return nil, nil, limitErrorf("MaxImports", "more than %d imports", s.lim.imports)
+		}
 	}
 	refs := make([]Ref, len(ds))
-	var firstErr error
 	for i, d := range ds {
 		if d.kind == descMyExport {
 			refs[i] = Ref{t: s.importLocked(d.id)}
 			continue
 		}
-		t, err := s.targetLocked(d)
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
-		}
+		t, _ := s.targetLocked(d)
 		refs[i] = Ref{t: t}
 	}
-	return refs, firstErr
+	return refs, nil, nil
+}
+
+// releaseDescsLocked gives back, with op:release, the receipts of the
+// peer's objects in the descriptors of a message that is not delivered,
+// without importing them. s.mu is held.
+func (s *Session) releaseDescsLocked(ds []desc) {
+	counts := map[uint64]uint64{}
+	var order []uint64
+	for _, d := range ds {
+		if d.kind != descMyExport || d.id == 0 {
+			continue
+		}
+		if counts[d.id] == 0 {
+			order = append(order, d.id)
+		}
+		counts[d.id]++
+	}
+	for _, id := range order {
+		s.enqueueLocked(newOp(opRelease, 2).uint(id).uint(counts[id]).bytes(), 0)
+	}
 }

@@ -9,9 +9,10 @@ import (
 // target is anything a message can be sent to: a local actor, an import, a
 // promise, a peer's bootstrap object. deliver never blocks (it hands the
 // message to a queue) and never fails silently: a message it cannot deliver
-// breaks the message's answer.
+// breaks the message's answer. What the delivery sets off (settlements,
+// messages moving on) goes into w rather than onto the stack.
 type target interface {
-	deliver(m *message)
+	deliver(m *message, w *flow)
 }
 
 // message is one send: a method, its encoded arguments, and the promise its
@@ -20,6 +21,7 @@ type message struct {
 	method string
 	args   payload
 	answer *promiseState
+	hops   int // promises it passed from one to the next, see forward
 }
 
 // newMessage encodes args as an array.
@@ -35,9 +37,9 @@ func newMessage(method string, args []any, answer *promiseState) (*message, erro
 }
 
 // fail breaks the message's answer, if it has one.
-func (m *message) fail(err error) {
+func (m *message) fail(err error, w *flow) {
 	if m.answer != nil {
-		m.answer.settle(payload{}, err)
+		m.answer.settle(payload{}, err, w)
 	}
 }
 
@@ -58,11 +60,11 @@ func (r Ref) Send(method string, args ...any) *Promise {
 	m, err := newMessage(method, args, p.st)
 	switch {
 	case err != nil:
-		p.st.settle(payload{}, err)
+		settleNow(p.st, payload{}, err)
 	case r.t == nil:
-		p.st.settle(payload{}, ErrNilRef)
+		settleNow(p.st, payload{}, ErrNilRef)
 	default:
-		r.t.deliver(m)
+		deliverNow(r.t, m)
 	}
 	return p
 }
@@ -79,7 +81,7 @@ func (r Ref) SendOnly(method string, args ...any) error {
 	if err != nil {
 		return err
 	}
-	r.t.deliver(m)
+	deliverNow(r.t, m)
 	return nil
 }
 

@@ -37,16 +37,25 @@ var errSettled = errors.New("ocap: promise already settled")
 
 // Fulfil fulfils the promise with v, encoded at once like a message's
 // arguments (references inside travel as references). If v is a *Promise,
-// the promise instead settles as v does. Fulfil returns an error if v
-// cannot be encoded (the promise then breaks with it) or if the promise had
-// already settled.
+// the promise instead settles as v does; if v is the promise itself, or
+// settles as it or resolves to it through other promises, the promise
+// breaks with ErrPromiseCycle and Fulfil returns that error. Fulfil
+// returns an error if v cannot be encoded (the promise then breaks with
+// it) or if the promise had already settled.
 func (r *Resolver) Fulfil(v any) error {
 	if p, ok := v.(*Promise); ok && p != nil {
-		if p.st == r.st {
-			return fmt.Errorf("ocap: a promise cannot be fulfilled with itself")
+		r.st.mu.Lock()
+		done := r.st.settled
+		r.st.mu.Unlock()
+		if done {
+			return errSettled
 		}
-		st := r.st
-		p.st.onSettle(func() { st.settle(p.st.outcome()) })
+		var w flow
+		r.st.follow(p.st, &w)
+		w.run()
+		if _, err := r.st.outcome(); errors.Is(err, ErrPromiseCycle) {
+			return err
+		}
 		return nil
 	}
 	pl, err := encodePayload(v)
@@ -73,6 +82,6 @@ func (r *Resolver) settle(pl payload, err error) error {
 	if done {
 		return errSettled
 	}
-	r.st.settle(pl, err)
+	settleNow(r.st, pl, err)
 	return nil
 }

@@ -2,6 +2,8 @@ package ocap
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -21,23 +23,35 @@ import (
 type Session struct {
 	node *Node
 	conn *bokbok.Conn
+	lim  limits
 	boot *importRef    // the peer's bootstrap object, import 0
 	wake chan struct{} // capacity 1: out may have messages
 	done chan struct{} // closed when the session has ended
 
-	mu      sync.Mutex // guards everything below
-	closed  bool
-	err     error    // why the session ended
-	abort   bool     // end the connection after sending out
-	out     [][]byte // encoded messages waiting for sendLoop
-	exports map[uint64]*exportEntry
-	ids     map[target]uint64 // export id of each exported target
-	nextExp uint64
-	imports map[uint64]*importEntry
-	gen     uint64 // import generations, see importEntry
-	quests  map[uint64]*promiseState
-	nextQ   uint64
-	answers map[uint64]*answerEntry
+	mu       sync.Mutex // guards everything below
+	closed   bool
+	err      error    // why the session ended
+	abort    bool     // end the connection after sending out
+	out      []outMsg // encoded messages waiting for sendLoop
+	queued   int      // messages in out or being written by sendLoop
+	qBytes   int      // their bytes
+	overflow bool     // the queue outgrew its bounds: sendLoop ends the session
+	draining bool     // the connection is shutting down: out is dropped
+	exports  map[uint64]*exportEntry
+	ids      map[target]uint64 // export id of each exported target
+	nextExp  uint64
+	imports  map[uint64]*importEntry
+	gen      uint64 // import generations, see importEntry
+	quests   map[uint64]*promiseState
+	nextQ    uint64
+	answers  map[uint64]*answerEntry
+}
+
+// outMsg is a capability message waiting to be written, and the question
+// it asks (0 if none): a question that can no longer be sent breaks.
+type outMsg struct {
+	b []byte
+	q uint64
 }
 
 // exportEntry is an object the peer may name: count is how many times it
@@ -59,6 +73,7 @@ type answerEntry struct {
 func newSession(n *Node, c *bokbok.Conn) *Session {
 	s := &Session{
 		node: n, conn: c,
+		lim:     n.limits(),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		exports: map[uint64]*exportEntry{},
@@ -119,22 +134,55 @@ type Stats struct {
 func (s *Session) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{len(s.exports), len(s.imports), len(s.quests), len(s.answers), len(s.out)}
+	queued := s.queued
+	if s.closed {
+		queued = 0 // what is left is op:abort, or dropped
+	}
+	return Stats{len(s.exports), len(s.imports), len(s.quests), len(s.answers), queued}
 }
 
 // sendLoop writes queued messages in order until the session has ended.
+// Each message must be taken within the node's SendTimeout (a second,
+// once the session has ended). A connection that is shutting down
+// gracefully takes no more: what is queued then, and later, is dropped
+// (questions break), and the session lasts until the connection closes.
 func (s *Session) sendLoop() {
-	ctx := context.Background()
 	for {
 		s.mu.Lock()
-		batch, closed, abort := s.out, s.closed, s.abort
+		batch, closed, abort, overflow := s.out, s.closed, s.abort, s.overflow
 		s.out = nil
 		s.mu.Unlock()
-		for _, b := range batch {
-			if err := s.conn.Notify(ctx, msgpack.RawMessage(b)); err != nil {
-				s.shut(err)
-				break
+		if overflow && !closed {
+			s.fail(protocolErrorf("the peer does not take capability messages: more than %d messages or %d bytes queued (Node.MaxQueuedMessages, Node.MaxQueuedBytes)",
+				s.lim.queued, s.lim.queuedBytes))
+			continue
+		}
+		for i, o := range batch {
+			err := s.notify(o.b, closed)
+			if err == nil {
+				s.sent(o)
+				batch[i] = outMsg{}
+				continue
 			}
+			switch {
+			case errors.Is(err, bokbok.ErrShutdown):
+				s.mu.Lock()
+				s.draining = true
+				s.mu.Unlock()
+				s.dropOut(batch[i:])
+			case errors.Is(err, context.DeadlineExceeded):
+				if !closed {
+					s.node.warn("ocap: ending session: the peer took no capability message in time",
+						"peer", s.conn.RemoteAddr().String(), "timeout", s.lim.sendTimeout)
+				}
+				s.shut(fmt.Errorf("ocap: the peer took no capability message for %v: %w", s.lim.sendTimeout, err))
+			default:
+				s.shut(err)
+			}
+			for _, o := range batch[i:] { // not sent
+				s.sent(o)
+			}
+			break
 		}
 		if len(batch) > 0 {
 			continue
@@ -143,7 +191,7 @@ func (s *Session) sendLoop() {
 			// A session that has ended ends its connection: after op:abort
 			// gracefully, so that the peer reads it.
 			if abort {
-				sctx, cancel := context.WithTimeout(ctx, time.Second)
+				sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				_ = s.conn.Shutdown(sctx)
 				cancel()
 			}
@@ -159,9 +207,70 @@ func (s *Session) sendLoop() {
 	}
 }
 
-// enqueueLocked queues an encoded message for sendLoop. s.mu is held.
-func (s *Session) enqueueLocked(b []byte) {
-	s.out = append(s.out, b)
+// sent takes a message that was written, or never will be, off the
+// queue's counts.
+func (s *Session) sent(o outMsg) {
+	s.mu.Lock()
+	s.queued--
+	s.qBytes -= len(o.b)
+	s.mu.Unlock()
+}
+
+// notify writes one message, waiting at most the send timeout (a second
+// once the session has ended), or drops it if the connection is draining.
+func (s *Session) notify(b []byte, closed bool) error {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		return bokbok.ErrShutdown
+	}
+	d := s.lim.sendTimeout
+	if closed {
+		d = min(d, time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return s.conn.Notify(ctx, msgpack.RawMessage(b))
+}
+
+// dropOut drops messages that can no longer be sent: the questions among
+// them break.
+func (s *Session) dropOut(msgs []outMsg) {
+	var lost []*promiseState
+	s.mu.Lock()
+	for _, o := range msgs {
+		if o.q == 0 {
+			continue
+		}
+		if st := s.quests[o.q]; st != nil {
+			delete(s.quests, o.q)
+			lost = append(lost, st)
+		}
+	}
+	s.mu.Unlock()
+	var w flow
+	err := &disconnected{cause: bokbok.ErrShutdown}
+	for _, st := range lost {
+		st.settle(payload{}, err, &w)
+	}
+	w.run()
+}
+
+// enqueueLocked queues an encoded message for sendLoop; q is the question
+// it asks, or 0. A queue outgrowing the session's bounds makes sendLoop
+// end the session; meanwhile further messages are dropped. s.mu is held.
+func (s *Session) enqueueLocked(b []byte, q uint64) {
+	if s.overflow {
+		return
+	}
+	if s.queued >= s.lim.queued || s.qBytes+len(b) > s.lim.queuedBytes {
+		s.overflow = true
+	} else {
+		s.out = append(s.out, outMsg{b: b, q: q})
+		s.queued++
+		s.qBytes += len(b)
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -173,10 +282,10 @@ func (s *Session) shut(cause error) {
 	s.end(cause, false)
 }
 
-// fail ends the session because the peer broke the protocol: it sends
-// op:abort and closes the connection.
+// fail ends the session because the peer broke the protocol or one of
+// the session's bounds: it sends op:abort and closes the connection.
 func (s *Session) fail(err *ProtocolError) {
-	s.node.logf("ocap: ending session with %s: %v", s.conn.RemoteAddr(), err)
+	s.node.warn("ocap: protocol violation", "peer", s.conn.RemoteAddr().String(), "detail", err.Reason)
 	s.end(err, true)
 }
 
@@ -188,7 +297,17 @@ func (s *Session) end(cause error, abort bool) {
 	}
 	s.closed, s.err, s.abort = true, cause, abort
 	if abort {
-		s.out = append(s.out, newOp(opAbort, 1).str(cause.(*ProtocolError).Reason).bytes())
+		if s.overflow { // the peer is not reading them
+			for _, o := range s.out {
+				s.queued--
+				s.qBytes -= len(o.b)
+			}
+			s.out = nil
+		}
+		ab := newOp(opAbort, 1).str(cause.(*ProtocolError).Reason).bytes()
+		s.out = append(s.out, outMsg{b: ab})
+		s.queued++
+		s.qBytes += len(ab)
 	}
 	quests := s.quests
 	s.quests, s.answers = nil, nil
@@ -200,55 +319,58 @@ func (s *Session) end(cause error, abort bool) {
 	}
 	close(s.done)
 	lost := &disconnected{cause: cause}
+	var w flow
 	for _, st := range quests {
-		st.settle(payload{}, lost)
+		st.settle(payload{}, lost, &w)
 	}
+	w.run()
 }
 
 // transmit sends m to the peer's object named by to. If m has an answer,
 // the answer's promise becomes the peer's answer to a new question, and
-// messages already waiting on that promise follow m.
-func (s *Session) transmit(to desc, m *message) {
+// messages already waiting on that promise follow m (handed on in w).
+func (s *Session) transmit(to desc, m *message, w *flow) {
 	if m.answer == nil {
 		s.mu.Lock()
 		if !s.closed {
 			if b, err := s.deliverOpLocked(to, m, 0, false); err == nil {
-				s.enqueueLocked(b)
+				s.enqueueLocked(b, 0)
 			}
 		}
 		s.mu.Unlock()
 		return
 	}
+	// st.mu is held while the message is queued, so that no message sent
+	// to its answer can leave first; nothing is called out meanwhile.
 	st := m.answer
 	st.mu.Lock()
 	s.mu.Lock()
-	if s.closed {
-		err := &disconnected{cause: s.err}
-		s.mu.Unlock()
-		st.mu.Unlock()
-		st.settle(payload{}, err)
-		return
-	}
+	var b []byte
+	var err error
 	q := s.nextQ
-	b, err := s.deliverOpLocked(to, m, q, true)
+	if s.closed {
+		err = &disconnected{cause: s.err}
+	} else {
+		b, err = s.deliverOpLocked(to, m, q, true)
+	}
 	if err != nil {
 		s.mu.Unlock()
 		st.mu.Unlock()
-		st.settle(payload{}, err)
+		st.settle(payload{}, err, w)
 		return
 	}
 	s.nextQ++
 	s.quests[q] = st
-	s.enqueueLocked(b)
+	s.enqueueLocked(b, q)
 	s.mu.Unlock()
 	st.remote.Store(&remoteAnswer{s: s, q: q})
-	for _, pm := range st.pending {
-		s.transmit(desc{kind: descYourAnswer, id: q}, pm)
-	}
-	st.pending = nil
-	dropped := st.dropped
+	drain := st.startDrainLocked()
+	finish := !drain && st.finishLocked()
 	st.mu.Unlock()
-	if dropped {
+	if drain {
+		w.push(flowItem{st: st}) // the drain sends op:finish, if due
+	}
+	if finish {
 		s.finish(q)
 	}
 }
@@ -337,7 +459,7 @@ func (s *Session) finish(q uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed {
-		s.enqueueLocked(newOp(opFinish, 1).uint(q).bytes())
+		s.enqueueLocked(newOp(opFinish, 1).uint(q).bytes(), 0)
 	}
 }
 
@@ -361,7 +483,7 @@ func (s *Session) sendReturn(q uint64, st *promiseState) {
 		code, msg := wireError(err)
 		b = newOp(opBreak, 3).uint(q).str(code).str(msg).bytes()
 	}
-	s.enqueueLocked(b)
+	s.enqueueLocked(b, 0)
 	if e := s.answers[q]; e != nil {
 		if e.finished {
 			delete(s.answers, q)

@@ -82,7 +82,9 @@ func Spawn(ctx context.Context, actor any) (Ref, error) {
 // On arranges for fulfilled or broken (either may be nil) to run in the vat,
 // in a turn of its own, once p settles.
 func (v *Vat) On(p *Promise, fulfilled func(Result), broken func(error)) {
-	p.st.onSettle(func() {
+	var w flow
+	defer w.run()
+	p.st.onSettle(func(w *flow) {
 		v.enqueue(turn{fn: func(context.Context) {
 			r, err := p.st.outcome()
 			switch {
@@ -91,8 +93,8 @@ func (v *Vat) On(p *Promise, fulfilled func(Result), broken func(error)) {
 			case err == nil && fulfilled != nil:
 				fulfilled(Result{p: r})
 			}
-		}})
-	})
+		}}, w)
+	}, &w)
 }
 
 // Do runs f in the vat, in a turn of its own, and waits until it has run or
@@ -100,7 +102,7 @@ func (v *Vat) On(p *Promise, fulfilled func(Result), broken func(error)) {
 // with On and Spawn.
 func (v *Vat) Do(ctx context.Context, f func(ctx context.Context)) error {
 	ran := make(chan struct{})
-	if !v.enqueue(turn{fn: func(ctx context.Context) { defer close(ran); f(ctx) }}) {
+	if !v.enqueue(turn{fn: func(ctx context.Context) { defer close(ran); f(ctx) }}, nil) {
 		return ErrVatClosed
 	}
 	select {
@@ -134,13 +136,14 @@ func (v *Vat) Close() error {
 func (v *Vat) Done() <-chan struct{} { return v.done }
 
 // enqueue adds a turn, or reports false if the vat is closed (a message's
-// answer is then broken with ErrVatClosed).
-func (v *Vat) enqueue(t turn) bool {
+// answer is then broken with ErrVatClosed, in w; w may be nil for a turn
+// that is not a message).
+func (v *Vat) enqueue(t turn, w *flow) bool {
 	v.mu.Lock()
 	if v.closed {
 		v.mu.Unlock()
 		if t.m != nil {
-			t.m.fail(ErrVatClosed)
+			t.m.fail(ErrVatClosed, w)
 		}
 		return false
 	}
@@ -166,11 +169,13 @@ func (v *Vat) run() {
 			left := v.queue
 			v.queue = nil
 			v.mu.Unlock()
+			var w flow
 			for _, t := range left {
 				if t.m != nil {
-					t.m.fail(ErrVatClosed)
+					t.m.fail(ErrVatClosed, &w)
 				}
 			}
+			w.run()
 			return
 		}
 		if len(v.queue) == 0 {

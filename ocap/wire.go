@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/bokbok-go/bokbok/internal/msgpackcheck"
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
@@ -75,9 +76,15 @@ func (w *opWriter) descs(ds []desc) *opWriter {
 }
 
 // capOp reports whether a message is a capability message, and its
-// operation. Anything else belongs to the application.
+// operation. Anything else belongs to the application. A message that is
+// not well-formed msgpack but starts like a capability message is one
+// (the session refuses it).
 func capOp(raw []byte) (string, bool) {
-	dec := msgpack.NewDecoder(bytes.NewReader(raw))
+	dec, err := msgpackcheck.NewDecoder(raw)
+	if err != nil {
+		op := opName(raw)
+		return op, strings.HasPrefix(op, "op:")
+	}
 	n, err := dec.DecodeArrayLen()
 	if err != nil || n < 1 {
 		return "", false
@@ -98,7 +105,12 @@ type opReader struct {
 }
 
 func newOpReader(raw []byte) *opReader {
-	r := &opReader{dec: msgpack.NewDecoder(bytes.NewReader(raw))}
+	r := &opReader{}
+	r.dec, r.err = msgpackcheck.NewDecoder(raw)
+	if r.err != nil {
+		r.op = opName(raw)
+		return r
+	}
 	n, err := r.dec.DecodeArrayLen()
 	if err != nil {
 		r.err = err
@@ -107,6 +119,19 @@ func newOpReader(raw []byte) *opReader {
 	r.fields = n - 1
 	r.op, r.err = r.dec.DecodeString()
 	return r
+}
+
+// opName returns the operation name of a message that is not well-formed
+// msgpack, if it starts with a short array and string, for error reports.
+func opName(raw []byte) string {
+	if len(raw) < 2 || raw[0]&0xf0 != 0x90 || raw[0] == 0x90 || raw[1]&0xe0 != 0xa0 {
+		return ""
+	}
+	n := int(raw[1] & 0x1f)
+	if len(raw) < 2+n {
+		return ""
+	}
+	return string(raw[2 : 2+n])
 }
 
 // want checks the number of fields.
@@ -177,7 +202,9 @@ func (r *opReader) desc() desc {
 	return desc{kind: uint8(k), id: id}
 }
 
-func (r *opReader) descs() []desc {
+// descs reads a list of at most max descriptors; a longer one is an
+// error, found before anything is made for it.
+func (r *opReader) descs(max int) []desc {
 	if r.err != nil {
 		return nil
 	}
@@ -187,6 +214,10 @@ func (r *opReader) descs() []desc {
 		return nil
 	}
 	if n < 0 {
+		return nil
+	}
+	if n > max {
+		r.err = fmt.Errorf("%d references in one message, more than %d (Node.MaxDescriptorsPerMessage)", n, max)
 		return nil
 	}
 	ds := make([]desc, 0, min(n, 64))
