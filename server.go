@@ -7,16 +7,32 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // DefaultMaxHandshakes is the default of Server.MaxHandshakes.
 const DefaultMaxHandshakes = 64
 
+// DefaultMaxOpening is the default of Server.MaxOpening.
+const DefaultMaxOpening = 1024
+
+// ErrServerBusy reports that a server closed a new connection at once,
+// without reading from it or writing to it, because Server.MaxOpening
+// connections were already opening.
+var ErrServerBusy = errors.New("bokbok: server busy: too many connections opening")
+
 // Server accepts bokbok connections and serves them with its Config: the
 // Handler serves each client's requests (and, as on any connection, the
 // server may call the client back through the *Conn it is given in
 // OnOpen or in Request.Conn).
+//
+// A connection costs the server little until the client has sent its
+// preamble and first handshake message: only then does it take one of
+// the MaxHandshakes slots for the work that costs CPU (looking up the key,
+// the Noise handshake). Until then it is bounded by MaxOpening and by
+// Config.HandshakeTimeout, counted from accept, so slow or silent clients
+// cannot keep well-behaved ones from opening.
 //
 // The zero Server is ready to use; set fields before calling Serve and do
 // not change them afterwards.
@@ -43,29 +59,48 @@ type Server struct {
 
 	// OnRefused, if set, is called when a connection that Serve accepted
 	// does not open: its handshake failed (an error matching ErrAuth,
-	// ErrMode, ErrVersion, ErrHandshakeTimeout, or a *ProtocolError) or
-	// OnOpen refused it. remote is the client's address. It runs on the
-	// connection's own goroutine, and not for connections refused because
-	// the server is shutting down. (ServeConn returns such errors to its
-	// caller instead.)
+	// ErrMode, ErrVersion, ErrHandshakeTimeout, or a *ProtocolError),
+	// OnOpen refused it, or it was closed at once because MaxOpening
+	// connections were already opening (an error matching ErrServerBusy).
+	// remote is the client's address. It runs on the connection's own
+	// goroutine, except for ErrServerBusy, where it runs on Serve's
+	// goroutine before the next accept (so it should be quick), and not
+	// for connections refused because the server is shutting down.
+	// (ServeConn returns such errors to its caller instead.)
 	OnRefused func(remote net.Addr, err error)
 
-	// MaxHandshakes limits how many connections may be in their opening
-	// handshake at once; further connections wait for a slot within their
-	// own handshake timeout, and are closed when it passes. Together with
-	// Config.HandshakeTimeout this keeps slow or silent clients from tying
-	// up the server. Default DefaultMaxHandshakes.
+	// MaxHandshakes limits how many connections may be doing the costly
+	// part of their opening at once: looking up the key and running the
+	// Noise handshake (or, on an insecure server, reading the client's
+	// SETTINGS). A connection takes a slot only once the client's preamble
+	// and first handshake message have arrived, and gives it back before it
+	// waits for the client again. Further connections wait for a slot
+	// within their handshake timeout, and are closed when it passes.
+	// Default DefaultMaxHandshakes.
 	MaxHandshakes int
+
+	// MaxOpening limits how many accepted connections may be opening at
+	// once: from accept until their handshake has ended, however it ended.
+	// A connection accepted beyond it is closed at once, with nothing read
+	// or written, and OnRefused is told with an error matching
+	// ErrServerBusy. Connections given to ServeConn count too; ServeConn
+	// refuses them with that error. Default DefaultMaxOpening.
+	MaxOpening int
+
+	opening atomic.Int64 // connections accepted whose handshake has not ended
 
 	mu         sync.Mutex    // guards the fields below
 	cfg        *Config       // Config with defaults, from the first Serve
-	handshakes chan struct{} // a token per handshake under way
+	handshakes chan struct{} // a token per handshake doing its costly work
+	quit       chan struct{} // closed when the server stops: ends waits for a handshake slot
 	secret     Key           // keys the dummy keys of unknown users; random per Server
 	listeners  map[net.Listener]struct{}
 	conns      map[*Conn]struct{} // connections, including those still in the handshake
 	active     int                // Serve loops and connections not yet finished
 	closed     bool
 	idle       chan struct{} // closed when closed and active reaches 0
+	busyLogged time.Time     // when ErrServerBusy was last logged
+	busyQuiet  int           // connections closed with ErrServerBusy since then, not logged
 }
 
 // ListenAndServe listens on addr (see ParseAddr) and serves it. It returns
@@ -105,12 +140,65 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		pause = 0
+		if !s.startOpening() {
+			s.refuseBusy(nc, cfg)
+			continue
+		}
 		c := newConn(nc, cfg, "")
 		if !s.track(c) {
+			s.endOpening()
 			nc.Close()
 			return ErrServerClosed
 		}
 		go s.serveConn(c)
+	}
+}
+
+// startOpening counts a connection as opening, unless MaxOpening are
+// already.
+func (s *Server) startOpening() bool {
+	limit := int64(cmp.Or(s.MaxOpening, DefaultMaxOpening))
+	for {
+		n := s.opening.Load()
+		if n >= limit {
+			return false
+		}
+		if s.opening.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// endOpening counts a connection as no longer opening.
+func (s *Server) endOpening() { s.opening.Add(-1) }
+
+// busyError is the error of a connection closed because MaxOpening were
+// already opening.
+func (s *Server) busyError() error {
+	return fmt.Errorf("%w (%d connections, Server.MaxOpening); closed at once", ErrServerBusy, cmp.Or(s.MaxOpening, DefaultMaxOpening))
+}
+
+// refuseBusy closes a connection accepted while MaxOpening connections
+// were opening, logs it (at most once a second, with a count, so a flood
+// cannot flood the log too) and tells OnRefused.
+func (s *Server) refuseBusy(nc net.Conn, cfg *Config) {
+	nc.Close()
+	err := s.busyError()
+	now := time.Now()
+	s.mu.Lock()
+	s.busyQuiet++
+	closed := 0
+	if now.Sub(s.busyLogged) >= time.Second {
+		closed, s.busyQuiet, s.busyLogged = s.busyQuiet, 0, now
+	}
+	stopping := s.closed
+	s.mu.Unlock()
+	if closed > 0 {
+		cfg.Logger.Warn("bokbok: too many connections opening; closing new ones at once",
+			"remote", nc.RemoteAddr(), "err", err, "closed", closed)
+	}
+	if s.OnRefused != nil && !stopping {
+		s.OnRefused(nc.RemoteAddr(), err)
 	}
 }
 
@@ -125,8 +213,13 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) (*Conn, error) {
 		nc.Close()
 		return nil, err
 	}
+	if !s.startOpening() {
+		nc.Close()
+		return nil, s.busyError()
+	}
 	c := newConn(nc, cfg, "")
 	if !s.track(c) {
+		s.endOpening()
 		nc.Close()
 		return nil, ErrServerClosed
 	}
@@ -145,44 +238,22 @@ func (s *Server) serveConn(c *Conn) {
 	}
 }
 
-// openConn runs the handshake and OnOpen for a tracked connection, once
-// a handshake slot is free.
+// openConn runs the handshake and OnOpen for a tracked connection that
+// counts as opening; the handshake takes a handshake slot when it gets to
+// its costly work.
 func (s *Server) openConn(ctx context.Context, c *Conn) error {
 	c.afterClose = func() { s.untrack(c) }
-	err := s.acquireHandshake(ctx, c)
-	if err == nil {
-		op := opening{server: true, userKey: s.UserKey, secret: &s.secret, afterHandshake: func() { <-s.handshakes }}
-		var accept func(*Conn) error
-		if s.OnOpen != nil {
-			accept = s.OnOpen
-		}
-		err = c.open(ctx, op, accept)
-	}
+	s.mu.Lock()
+	slots, quit := s.handshakes, s.quit
+	s.mu.Unlock()
+	op := opening{server: true, userKey: s.UserKey, secret: &s.secret,
+		slots: slots, quit: quit, afterHandshake: s.endOpening}
+	err := c.open(ctx, op, s.OnOpen)
 	if err != nil && !c.started() {
 		c.nc.Close()
 		s.untrack(c) // the closer never ran
 	}
 	return err
-}
-
-// acquireHandshake waits for a handshake slot, within the connection's
-// handshake timeout and ctx.
-func (s *Server) acquireHandshake(ctx context.Context, c *Conn) error {
-	select {
-	case s.handshakes <- struct{}{}:
-		return nil
-	default:
-	}
-	t := time.NewTimer(c.cfg.HandshakeTimeout)
-	defer t.Stop()
-	select {
-	case s.handshakes <- struct{}{}:
-		return nil
-	case <-t.C:
-		return fmt.Errorf("%w: no handshake slot free within %v (Server.MaxHandshakes)", ErrHandshakeTimeout, c.cfg.HandshakeTimeout)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, then
@@ -248,10 +319,17 @@ func (s *Server) config() (*Config, error) {
 		if s.MaxHandshakes < 0 {
 			return nil, fmt.Errorf("bokbok: Server.MaxHandshakes is %d, want >= 0 (0 means the default, %d)", s.MaxHandshakes, DefaultMaxHandshakes)
 		}
+		if s.MaxOpening < 0 {
+			return nil, fmt.Errorf("bokbok: Server.MaxOpening is %d, want >= 0 (0 means the default, %d)", s.MaxOpening, DefaultMaxOpening)
+		}
 		if s.secret, err = GenerateKey(); err != nil {
 			return nil, err
 		}
 		s.handshakes = make(chan struct{}, cmp.Or(s.MaxHandshakes, DefaultMaxHandshakes))
+		s.quit = make(chan struct{})
+		if s.closed {
+			close(s.quit)
+		}
 		s.cfg = cfg
 	}
 	return s.cfg, nil
@@ -319,6 +397,9 @@ func (s *Server) done() {
 // connections.
 func (s *Server) stop() []*Conn {
 	s.mu.Lock()
+	if !s.closed && s.quit != nil {
+		close(s.quit)
+	}
 	s.closed = true
 	lns := make([]net.Listener, 0, len(s.listeners))
 	for ln := range s.listeners {
