@@ -180,7 +180,9 @@ func (c *Conn) openInsecure(aw *asyncWriter, g *slotGate) error {
 	if g == nil {
 		return c.readSettings()
 	}
-	c.awaitFirstFrame()
+	if err := c.awaitFirstFrame(); err != nil {
+		return err
+	}
 	p, err := c.readSettingsFrame()
 	if err != nil {
 		return err
@@ -198,19 +200,24 @@ func (c *Conn) openInsecure(aw *asyncWriter, g *slotGate) error {
 // frame is in the read buffer, or as much of it as the buffer holds,
 // without reading it or allocating anything: a peer that sends nothing,
 // or only part of its frame, costs no more than the buffer it already
-// has. A header that claims a payload longer than a frame may carry, or
-// is not SETTINGS, stops the wait at once. Errors are left to the read
-// that follows, which meets them again and reports them in its words.
-func (c *Conn) awaitFirstFrame() {
+// has. A valid header of another kind than SETTINGS is refused here,
+// before its payload is waited for; other errors (a bad header, the
+// stream's end, the deadline) are left to the read that follows, which
+// meets them again and reports them in its words.
+func (c *Conn) awaitFirstFrame() error {
 	hdr, err := c.br.Peek(frameHeaderSize)
 	if err != nil {
-		return
+		return nil
 	}
 	h, err := parseFrameHeader(hdr)
-	if err != nil || h.kind != kindSettings {
-		return
+	if err != nil {
+		return nil
+	}
+	if h.kind != kindSettings {
+		return protocolErrorf("first frame is %s, want SETTINGS", h.kind)
 	}
 	c.br.Peek(min(frameHeaderSize+int(h.length), c.br.Size()))
+	return nil
 }
 
 // awaitHandshakeMsg waits, within the read deadline, until a whole

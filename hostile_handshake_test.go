@@ -273,6 +273,27 @@ func TestSlowlorisClaimedLengthsDoNotAllocate(t *testing.T) {
 	})
 }
 
+// TestHandshakeFirstFrameRefusedBeforePayload: an insecure client whose
+// first frame is a valid header of another kind than SETTINGS, claiming
+// the largest payload, is refused at once: the server does not wait for
+// (or make room for) a payload it would refuse anyway.
+func TestHandshakeFirstFrameRefusedBeforePayload(t *testing.T) {
+	v := hsServe(t, false, func(s *Server) { s.HandshakeTimeout = 20 * time.Second })
+	for _, kind := range []frameKind{kindRequest, kindNotify} {
+		h := hsAttack(t, v.addr, 1, append(appendPreamble(nil, modeInsecure), appendFrameHeader(nil, kind, 0, maxFramePayload, 1)...), nil, 0)
+		nc := h.conns[0]
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.Copy(io.Discard, nc)
+		require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "the server waited for the payload of a %s frame it must refuse", kind)
+		h.close()
+	}
+	require.Eventually(t, func() bool { return v.refusals(ErrProtocol) == 2 }, 10*time.Second, 5*time.Millisecond)
+	v.refusedMu.Lock()
+	require.ErrorContains(t, v.refused[0], "first frame is REQUEST, want SETTINGS")
+	require.ErrorContains(t, v.refused[1], "first frame is NOTIFY, want SETTINGS")
+	v.refusedMu.Unlock()
+}
+
 // hsLiveHeap returns the live heap after a collection.
 func hsLiveHeap() uint64 {
 	runtime.GC()

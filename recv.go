@@ -96,15 +96,14 @@ func (c *Conn) payloadDest(h frameHeader) []byte {
 func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	c.mu.Lock()
 	cl := c.pending[h.id]
+	abandoned := cl != nil && cl.abandoned
 	c.mu.Unlock()
 	if cl == nil {
 		return protocolErrorf("%s for id %d, which has no request waiting", h.kind, h.id)
 	}
 	if cl.asmKind == 0 {
 		cl.asmKind = h.kind
-		c.mu.Lock()
-		cl.asm.discard = cl.abandoned // nobody will read it: count it, keep nothing
-		c.mu.Unlock()
+		cl.asm.discard = abandoned // nobody will read it: count it, keep nothing
 	} else if cl.asmKind != h.kind {
 		return protocolErrorf("%s frame continues a %s for id %d", h.kind, cl.asmKind, h.id)
 	}

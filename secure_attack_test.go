@@ -1678,9 +1678,9 @@ func atkSlowClient(t testing.TB, addr string, hello []byte, interval time.Durati
 
 // TestAtkSlowloris: against a real Server with a short handshake timeout
 // and two handshake slots, a silent client and one that sends a byte every
-// 100 ms are both dropped at the handshake deadline; a client that comes
-// while a slot is free opens at once, and one that comes while both slots
-// are held by slow clients opens as soon as they are dropped.
+// 100 ms are both dropped at the handshake deadline, and a well-behaved
+// client opens meanwhile: slow clients wait for their opening bytes
+// without holding a slot (see hostile_handshake_test.go).
 func TestAtkSlowloris(t *testing.T) {
 	alice := mustKey(t)
 	logs := &atkLogErrs{}

@@ -62,10 +62,10 @@ type Server struct {
 	// ErrMode, ErrVersion, ErrHandshakeTimeout, or a *ProtocolError),
 	// OnOpen refused it, or it was closed at once because MaxOpening
 	// connections were already opening (an error matching ErrServerBusy).
-	// remote is the client's address. It runs on the connection's own
-	// goroutine, except for ErrServerBusy, where it runs on Serve's
-	// goroutine before the next accept (so it should be quick), and not
-	// for connections refused because the server is shutting down.
+	// remote is the client's address. It is not called for connections
+	// refused because the server is shutting down. It runs on the
+	// connection's own goroutine, except for ErrServerBusy: then it runs
+	// on Serve's goroutine before the next accept, so it should be quick.
 	// (ServeConn returns such errors to its caller instead.)
 	OnRefused func(remote net.Addr, err error)
 
@@ -100,7 +100,7 @@ type Server struct {
 	closed     bool
 	idle       chan struct{} // closed when closed and active reaches 0
 	busyLogged time.Time     // when ErrServerBusy was last logged
-	busyQuiet  int           // connections closed with ErrServerBusy since then, not logged
+	busyQuiet  int           // connections closed with ErrServerBusy since then, for the next warning
 }
 
 // ListenAndServe listens on addr (see ParseAddr) and serves it. It returns
