@@ -202,7 +202,7 @@ func (in *inbound) run(m *inMsg) {
 			reply, err := c.invoke(m.ctx, &m.req)
 			m.req.raw = nil // the body is no longer needed
 			out := c.answer(m.id, reply, err)
-			in.chargeReply(out) // the request's charge goes below, once the reply is queued
+			in.chargeReply(out)                         // the request's charge goes below, once the reply is queued
 			_ = c.sendq.push(context.Background(), out) // an answer waits only for room, and fails only once closed
 		}
 		m.cancel()
