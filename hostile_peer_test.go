@@ -217,7 +217,10 @@ func TestHostileAnnounceBigSendLittle(t *testing.T) {
 	srv := &Server{Config: Config{KeepaliveInterval: -1, Handler: decodingEcho}}
 	addr := hostileServer(t, srv)
 	base := liveHeap()
-	first := robBody(DefaultMaxMessageSize, append([]byte{0x00, 0xc6}, make([]byte, 32<<10)...))
+	// Each connection's first message is as large as its own budget for
+	// buffers allocated ahead; without the process's budget, 60
+	// connections would pin 480 MiB.
+	first := robBody(reserveBudget, append([]byte{0x00, 0xc6}, make([]byte, 32<<10)...))
 	var peers []*robPeer
 	for i := 0; i < 60; i++ {
 		rp := hostileDial(t, addr)
