@@ -81,6 +81,7 @@ func (c *actorCell) deliver(m *message, w *flow) { c.vat.enqueue(turn{cell: c, m
 
 // receive runs one message in the vat's goroutine and settles its answer.
 func (c *actorCell) receive(ctx context.Context, m *message) {
+	m.leftQueue()
 	res, err := c.invokeSafely(ctx, m)
 	if m.answer == nil {
 		return

@@ -350,3 +350,23 @@ func TestGracefulDrain(t *testing.T) {
 	}
 	f.healthy()
 }
+
+// TestHostileVatFlood: a peer that sends to an actor faster than it runs
+// (here: its vat is held up) cannot make the vat queue its messages
+// without bound: the session ends at Node.MaxVatQueued.
+func TestHostileVatFlood(t *testing.T) {
+	node := Node{MaxVatQueued: 200}
+	f := newHostileFixture(t, &node)
+	g := newGate(Ref{})
+	node.Bind("gate", newTestVat(t, "gate").Spawn(g))
+	t.Cleanup(func() { close(g.open) }) // before the vat closes: cleanups run last first
+	p := newTCPPeer(t, f.ctx, &node, false)
+	id := p.fetch(1, "gate")
+	for i := 0; i < 1000 && p.sess.Err() == nil; i++ {
+		if !p.send(opDeliver, []any{descYourExport, id}, "wait", []any{}, []any{}, nil) {
+			break
+		}
+	}
+	p.requireAborted("MaxVatQueued")
+	f.healthy()
+}

@@ -14,6 +14,7 @@ const (
 	DefaultMaxQueuedMessages        = 65536            // Node.MaxQueuedMessages
 	DefaultMaxQueuedBytes           = 32 << 20         // Node.MaxQueuedBytes: 32 MiB
 	DefaultSendTimeout              = 30 * time.Second // Node.SendTimeout
+	DefaultMaxVatQueued             = 65536            // Node.MaxVatQueued
 )
 
 // limits are a session's bounds, fixed when it starts.
@@ -21,6 +22,7 @@ type limits struct {
 	answers, imports, descs int
 	queued, queuedBytes     int
 	pending                 int // MaxPendingPerPromise for the session's answers
+	vatQueued               int
 	sendTimeout             time.Duration
 }
 
@@ -41,6 +43,7 @@ func (n *Node) limits() limits {
 		queuedBytes: orDefault(n.MaxQueuedBytes, DefaultMaxQueuedBytes),
 		pending:     orDefault(n.MaxPendingPerPromise, DefaultMaxPendingPerPromise),
 		sendTimeout: orDefault(n.SendTimeout, DefaultSendTimeout),
+		vatQueued:   orDefault(n.MaxVatQueued, DefaultMaxVatQueued),
 	}
 }
 

@@ -81,6 +81,12 @@ type Node struct {
 	// reads them). A peer that takes none for that long ends the session.
 	SendTimeout time.Duration
 
+	// MaxVatQueued bounds how many of one peer's messages may wait in the
+	// queues of the vats their actors live in (a peer can send faster than
+	// actors run, with or without asking for answers). Beyond it the
+	// session is aborted. Default DefaultMaxVatQueued.
+	MaxVatQueued int
+
 	mu       sync.Mutex // guards the maps below
 	sessions map[*bokbok.Conn]*Session
 	names    map[string]Ref

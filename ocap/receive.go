@@ -105,6 +105,13 @@ func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 	case rerr != nil:
 		m.fail(rerr, &w)
 	default:
+		if _, toActor := tgt.(*actorCell); toActor {
+			if s.inVats.Add(1) > int64(s.lim.vatQueued) {
+				s.inVats.Add(-1)
+				return limitErrorf("MaxVatQueued", "more than %d of the peer's messages wait in vats: the peer sends faster than its actors run", s.lim.vatQueued)
+			}
+			m.session = s
+		}
 		tgt.deliver(m, &w)
 	}
 	return nil

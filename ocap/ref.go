@@ -22,6 +22,19 @@ type message struct {
 	args   payload
 	answer *promiseState
 	hops   int // promises it passed from one to the next, see forward
+
+	// session, for a peer's message delivered straight to an actor: the
+	// session whose count of messages waiting in vats it is in, until it
+	// leaves the vat's queue (leftQueue).
+	session *Session
+}
+
+// leftQueue is called once when m leaves a vat's queue, run or failed.
+func (m *message) leftQueue() {
+	if m.session != nil {
+		m.session.inVats.Add(-1)
+		m.session = nil
+	}
 }
 
 // newMessage encodes args as an array.

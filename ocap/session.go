@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bokbok-go/bokbok"
@@ -27,6 +28,8 @@ type Session struct {
 	boot *importRef    // the peer's bootstrap object, import 0
 	wake chan struct{} // capacity 1: out may have messages
 	done chan struct{} // closed when the session has ended
+
+	inVats atomic.Int64 // the peer's messages waiting in vat queues (MaxVatQueued)
 
 	mu       sync.Mutex // guards everything below
 	closed   bool

@@ -143,6 +143,7 @@ func (v *Vat) enqueue(t turn, w *flow) bool {
 	if v.closed {
 		v.mu.Unlock()
 		if t.m != nil {
+			t.m.leftQueue()
 			t.m.fail(ErrVatClosed, w)
 		}
 		return false
@@ -172,6 +173,7 @@ func (v *Vat) run() {
 			var w flow
 			for _, t := range left {
 				if t.m != nil {
+					t.m.leftQueue()
 					t.m.fail(ErrVatClosed, &w)
 				}
 			}
