@@ -2,6 +2,7 @@ package bokbok
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -87,4 +88,15 @@ func openPair(t testing.TB, na, nb net.Conn, a, b *Config) (*Conn, *Conn) {
 	require.NoError(t, r.err)
 	t.Cleanup(func() { ca.Close(); r.c.Close() })
 	return ca, r.c
+}
+
+// countMatching counts the errors in errs that match target.
+func countMatching(errs []error, target error) int {
+	n := 0
+	for _, err := range errs {
+		if errors.Is(err, target) {
+			n++
+		}
+	}
+	return n
 }

@@ -85,13 +85,7 @@ func hsServe(t *testing.T, secure bool, set func(*Server)) *hsVictim {
 func (v *hsVictim) refusals(target error) int {
 	v.refusedMu.Lock()
 	defer v.refusedMu.Unlock()
-	n := 0
-	for _, err := range v.refused {
-		if errors.Is(err, target) {
-			n++
-		}
-	}
-	return n
+	return countMatching(v.refused, target)
 }
 
 // good dials with a 3 s bound on the whole opening and makes a call; it

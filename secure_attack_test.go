@@ -1608,13 +1608,7 @@ func (h *atkLogErrs) Handle(_ context.Context, r slog.Record) error {
 func (h *atkLogErrs) count(target error) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n := 0
-	for _, err := range h.errs {
-		if errors.Is(err, target) {
-			n++
-		}
-	}
-	return n
+	return countMatching(h.errs, target)
 }
 
 // atkSlowClient connects to addr, waits for the server's preamble (so it
