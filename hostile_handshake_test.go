@@ -253,10 +253,10 @@ func TestSlowlorisClaimedLengthsDoNotAllocate(t *testing.T) {
 			claim = append(appendPreamble(nil, modeSecure), byte(maxHandshakeMsg>>8), byte(maxHandshakeMsg&0xff), 5)
 		}
 		const n = 300
-		heap0 := hsLiveHeap()
+		heap0 := testutil.LiveHeap()
 		h := hsAttack(t, v.addr, n, claim, nil, 0)
 		hsWaitOpening(t, v.srv, n)
-		grown := int64(hsLiveHeap()) - int64(heap0)
+		grown := int64(testutil.LiveHeap()) - int64(heap0)
 		t.Logf("live heap grew by %d KiB for %d connections (%d bytes each)", grown>>10, n, grown/n)
 		// A connection's own state, read buffer included, is under 16 KiB;
 		// a 64 KiB payload buffer each would be over 19 MiB.
@@ -292,14 +292,6 @@ func TestHandshakeFirstFrameRefusedBeforePayload(t *testing.T) {
 	joined := strings.Join(reasons, "\n")
 	require.Contains(t, joined, "first frame is REQUEST, want SETTINGS")
 	require.Contains(t, joined, "first frame is NOTIFY, want SETTINGS")
-}
-
-// hsLiveHeap returns the live heap after a collection.
-func hsLiveHeap() uint64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }
 
 // TestOpeningBoundClosesExcess: with Server.MaxOpening connections opening,
