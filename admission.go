@@ -25,7 +25,10 @@ func (in *inbound) maxArriving() int {
 // payload) and charges it. in.mu is held.
 func (in *inbound) startLocked(h frameHeader, p []byte) (*inMsg, error) {
 	c := in.c
-	if in.live[h.id] != nil {
+	// An id is free again once its answer is in the send queue: the peer
+	// may reuse it as soon as the answer reaches it, which can be before
+	// the handler's goroutine has taken the request off the live table.
+	if m := in.live[h.id]; m != nil && !m.replied.Load() {
 		return nil, protocolErrorf("%s with id %d, which a running request still holds", h.kind, h.id)
 	}
 	total, _ := announced(p) // a frame too short for it fails in the assembly
@@ -127,10 +130,4 @@ func (in *inbound) chargeReply(out *outMsg) {
 	out.charge = int64(len(out.data))
 	out.budget = &in.replies
 	in.replies.Add(out.charge)
-}
-
-// refuse answers a request that will not run.
-func (in *inbound) refuse(id uint32, rerr *RemoteError) {
-	in.c.sendq.pushSmall(errorMsg(id, rerr))
-	in.c.workDone()
 }

@@ -248,21 +248,64 @@ func parseRequestBody(body []byte) (timeoutMicros uint64, msg []byte, err error)
 	return t, body[n:], nil
 }
 
-// errorBody is the wire form of an ERROR body.
-type errorBody struct {
-	_msgpack struct{} `msgpack:",as_array"`
-	Code     string
-	Message  string
+// parseErrorBody decodes an ERROR body into a *RemoteError. The body must
+// be exactly a msgpack array of two strings, in any of their encodings
+// (PROTOCOL.md, "Messages"); anything else is a protocol error.
+func parseErrorBody(body []byte) (*RemoteError, error) {
+	var s [2][]byte
+	n, rest, ok := cutMsgpackArray(body)
+	ok = ok && n == uint64(len(s))
+	for i := 0; ok && i < len(s); i++ {
+		s[i], rest, ok = cutMsgpackStr(rest)
+	}
+	if !ok || len(rest) != 0 {
+		return nil, &ProtocolError{Reason: "ERROR body is not [code, message]", Err: fmt.Errorf(
+			"want exactly a msgpack array of two strings, got % x", body[:min(len(body), 16)])}
+	}
+	return &RemoteError{Code: string(s[0]), Message: string(s[1])}, nil
 }
 
-// parseErrorBody decodes an ERROR body into a *RemoteError.
-func parseErrorBody(body []byte) (*RemoteError, error) {
-	var e errorBody
-	if err := decodeValue(body, &e, 0); err != nil {
-		return nil, &ProtocolError{Reason: "ERROR body is not [code, message]", Err: err}
+// cutMsgpackArray reads a msgpack array header from the front of b and
+// returns the array's length and the bytes after the header.
+func cutMsgpackArray(b []byte) (n uint64, rest []byte, ok bool) {
+	switch {
+	case len(b) >= 1 && b[0]&0xf0 == 0x90: // fixarray
+		return uint64(b[0] & 0x0f), b[1:], true
+	case len(b) >= 3 && b[0] == 0xdc: // array 16
+		return uint64(binary.BigEndian.Uint16(b[1:])), b[3:], true
+	case len(b) >= 5 && b[0] == 0xdd: // array 32
+		return uint64(binary.BigEndian.Uint32(b[1:])), b[5:], true
 	}
-	return &RemoteError{Code: e.Code, Message: e.Message}, nil
+	return 0, nil, false
 }
+
+// cutMsgpackStr reads a msgpack string (not a binary) from the front of b
+// and returns its bytes and the bytes after it.
+func cutMsgpackStr(b []byte) (s, rest []byte, ok bool) {
+	var n uint64
+	switch {
+	case len(b) >= 1 && b[0]&0xe0 == 0xa0: // fixstr
+		n, b = uint64(b[0]&0x1f), b[1:]
+	case len(b) >= 2 && b[0] == 0xd9: // str 8
+		n, b = uint64(b[1]), b[2:]
+	case len(b) >= 3 && b[0] == 0xda: // str 16
+		n, b = uint64(binary.BigEndian.Uint16(b[1:])), b[3:]
+	case len(b) >= 5 && b[0] == 0xdb: // str 32
+		n, b = uint64(binary.BigEndian.Uint32(b[1:])), b[5:]
+	default:
+		return nil, nil, false
+	}
+	if n > uint64(len(b)) {
+		return nil, nil, false
+	}
+	return b[:n], b[n:], true
+}
+
+// isMsgpackStr reports whether c is the first byte of a msgpack string.
+func isMsgpackStr(c byte) bool { return c&0xe0 == 0xa0 || (c >= 0xd9 && c <= 0xdb) }
+
+// isMsgpackMap reports whether c is the first byte of a msgpack map.
+func isMsgpackMap(c byte) bool { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
 
 // settings is the payload of the SETTINGS frame each side sends first.
 // Unknown keys are ignored, so later versions can add settings.
@@ -299,12 +342,61 @@ func (s settings) encode() []byte {
 	return b
 }
 
+// parseSettings parses and checks the peer's SETTINGS payload
+// (PROTOCOL.md, "Settings"): exactly one well-formed msgpack map with
+// string keys; each known key at most once, with a non-negative integer
+// in its range; max_message_size and notify_window present; unknown keys,
+// whatever their values, ignored.
 func parseSettings(p []byte) (settings, error) {
 	var s settings
-	if err := decodeValue(p, &s, 0); err != nil {
+	d, err := msgpackcheck.NewDecoder(p)
+	if err != nil {
 		return s, &ProtocolError{Reason: "bad SETTINGS payload", Err: err}
 	}
+	if c, _ := d.PeekCode(); !isMsgpackMap(c) {
+		return s, protocolErrorf("bad SETTINGS payload: msgpack 0x%02x, want a map", c)
+	}
+	fields := [...]struct {
+		key string
+		v   *uint64
+	}{
+		{"max_message_size", &s.MaxMessageSize},
+		{"notify_window", &s.NotifyWindow},
+		{"max_handlers", &s.MaxConcurrentHandlers},
+		{"notify_bytes", &s.NotifyBytes},
+	}
+	var seen [len(fields)]bool
+	// The payload has been checked whole, so the decoder's reads below
+	// cannot run short; only the types of the items are left to check.
+	n, _ := d.DecodeMapLen()
+	for range n {
+		if c, _ := d.PeekCode(); !isMsgpackStr(c) {
+			return s, protocolErrorf("SETTINGS key of msgpack type 0x%02x, want a string", c)
+		}
+		key, _ := d.DecodeString()
+		i := 0
+		for i < len(fields) && fields[i].key != key {
+			i++
+		}
+		if i == len(fields) {
+			_ = d.Skip() // a later version's setting: any value, ignored
+			continue
+		}
+		if seen[i] {
+			return s, protocolErrorf("SETTINGS %s appears more than once", key)
+		}
+		seen[i] = true
+		v, ok := decodeMsgpackUint(d)
+		if !ok {
+			return s, protocolErrorf("SETTINGS %s is not a non-negative msgpack integer", key)
+		}
+		*fields[i].v = v
+	}
 	switch {
+	case !seen[0]:
+		return s, protocolErrorf("SETTINGS lacks max_message_size")
+	case !seen[1]:
+		return s, protocolErrorf("SETTINGS lacks notify_window")
 	case s.MaxMessageSize == 0 || s.MaxMessageSize > maxMessageSizeLimit:
 		return s, protocolErrorf("SETTINGS max_message_size %d out of range 1..%d", s.MaxMessageSize, maxMessageSizeLimit)
 	case s.NotifyWindow == 0 || s.NotifyWindow > maxNotifyWindow:
@@ -316,4 +408,21 @@ func parseSettings(p []byte) (settings, error) {
 		s.NotifyBytes = DefaultNotifyBytes
 	}
 	return s, nil
+}
+
+// decodeMsgpackUint decodes a non-negative integer in any msgpack integer
+// form, and refuses every other item (negative numbers, floats, nil).
+func decodeMsgpackUint(d *msgpack.Decoder) (uint64, bool) {
+	c, err := d.PeekCode()
+	switch {
+	case err != nil:
+		return 0, false
+	case c <= 0x7f || (c >= 0xcc && c <= 0xcf): // positive fixint, uint 8..64
+		v, err := d.DecodeUint64()
+		return v, err == nil
+	case c >= 0xd0 && c <= 0xd3: // int 8..64
+		v, err := d.DecodeInt64()
+		return uint64(v), err == nil && v >= 0
+	}
+	return 0, false
 }

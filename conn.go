@@ -54,7 +54,9 @@ type Conn struct {
 	running    atomic.Bool  // set once start has run
 	lastRecv   atomic.Int64 // monotonic nanoseconds (since epoch) of the last inbound frame
 	epoch      time.Time
+	kaPing     time.Duration // since epoch, when our last keepalive PING went out; only the keepalive timer's runs (which never overlap) touch it
 	ready      chan struct{} // closed when handlers may run (after the server's OnOpen)
+	goingAway  chan struct{} // closed when a graceful shutdown begins, from either side, or the connection closes
 	afterClose func()        // set before start; run by the closer last (the server's bookkeeping)
 
 	mu          sync.Mutex // guards the fields below
@@ -71,6 +73,9 @@ type Conn struct {
 	creditWait  chan struct{} // closed when credit arrives
 	ka          *time.Timer   // keepalive timer; nil if disabled
 	abandoned   int           // calls whose caller gave up after they started, still awaiting an answer
+	awayClosed  bool          // goingAway is closed
+	lostOut     int           // set when closing: our requests unanswered, notifications uncredited
+	lostIn      int           // set when closing: the peer's requests and notifications unfinished
 
 	in inbound // the peer's requests and notifications; has its own lock
 }
@@ -94,6 +99,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		cancel:     cancel,
 		done:       make(chan struct{}),
 		ready:      make(chan struct{}),
+		goingAway:  make(chan struct{}),
 		creditWait: make(chan struct{}),
 		notifySem:  make(chan struct{}, 1),
 		pending:    make(map[uint32]*call),
@@ -133,6 +139,23 @@ func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
 // every pending call has failed and the reader and writer have stopped.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
+// Draining returns a channel that is closed once a graceful shutdown has
+// begun, by either side (this side's Shutdown, or the peer's), or the
+// connection has closed. Handlers that wait long for something (long
+// polls, watches) can select on it to finish early with what they have,
+// so that a graceful shutdown does not wait for them until its deadline.
+func (c *Conn) Draining() <-chan struct{} { return c.goingAway }
+
+// beginDraining closes the Draining channel, once.
+func (c *Conn) beginDraining() {
+	c.mu.Lock()
+	if !c.awayClosed {
+		c.awayClosed = true
+		close(c.goingAway)
+	}
+	c.mu.Unlock()
+}
+
 // Err returns nil while the connection is open and, once it is closing,
 // the reason: an error matching ErrClosed that wraps the cause.
 func (c *Conn) Err() error {
@@ -162,6 +185,13 @@ func (c *Conn) fail(cause error) {
 	c.err = closedError(cause)
 	pending := c.pending
 	c.pending = nil
+	if c.started() {
+		c.lostOut = len(pending) - c.abandoned + int(c.peer.NotifyWindow) - c.notifyLimit
+	}
+	if !c.awayClosed {
+		c.awayClosed = true
+		close(c.goingAway)
+	}
 	for _, ch := range c.pings {
 		ch <- c.err
 	}
@@ -174,6 +204,10 @@ func (c *Conn) fail(cause error) {
 	c.mu.Unlock()
 
 	c.sendq.close(c.err) // first: handlers that see the cancel below send nothing more
+	lostIn := c.sendq.droppedAnswers() + c.in.unfinished()
+	c.mu.Lock()
+	c.lostIn = lostIn
+	c.mu.Unlock()
 	c.cancel()
 	if c.rw != nil && c.started() && (cause == nil || errors.Is(cause, io.EOF) || errors.Is(cause, ErrShutdown)) {
 		// A deliberate close of a secure connection (ours, or in answer to
@@ -221,8 +255,14 @@ func (c *Conn) closer() {
 // peer has sent its own promise, and queued notifications have run, then
 // writes out everything queued, half-closes the connection where the
 // network allows it (so nothing the peer has not read yet is lost to a
-// reset), and closes once the peer has closed too. If ctx ends first,
-// Shutdown closes at once and returns ctx's error.
+// reset), and closes once the peer has closed too.
+//
+// Shutdown returns nil only if all that work was finished. If the
+// connection closed first (ctx ended, or the peer or a Close cut it)
+// with requests unanswered or notifications unhandled, it returns a
+// *ShutdownError that counts them and matches ErrUnfinished; when ctx
+// ended first, the error also matches ctx's error. A connection that
+// was already closed when Shutdown was called gives nil.
 func (c *Conn) Shutdown(ctx context.Context) error {
 	c.mu.Lock()
 	if c.err != nil {
@@ -234,6 +274,7 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 		c.drained = make(chan struct{}, 1)
 	}
 	c.mu.Unlock()
+	c.beginDraining()
 	c.sendq.pushGoAway()
 	err := c.drain(ctx)
 	if err == nil {
@@ -253,7 +294,6 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			select {
 			case <-c.done: // the peer saw our end and closed its own
-				return nil
 			case <-ctx.Done():
 				err = ctx.Err()
 			}
@@ -261,10 +301,27 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	}
 	c.fail(ErrShutdown)
 	<-c.done
-	if errors.Is(err, ErrClosed) {
-		return nil // closed meanwhile, by the peer or a Close
+	return c.shutdownResult(err)
+}
+
+// shutdownResult is what Shutdown returns once the connection is closed,
+// given the error that ended its wait (nil, ctx's error, or one matching
+// ErrClosed when the connection closed meanwhile).
+func (c *Conn) shutdownResult(err error) error {
+	c.mu.Lock()
+	out, in, reason := c.lostOut, c.lostIn, c.err
+	c.mu.Unlock()
+	if out == 0 && in == 0 {
+		if errors.Is(err, ErrClosed) {
+			return nil // closed meanwhile, with nothing in flight
+		}
+		return err
 	}
-	return err
+	cause := reason
+	if err != nil && !errors.Is(err, ErrClosed) {
+		cause = err // ctx's error, or a failed CLOSE record
+	}
+	return &ShutdownError{Outgoing: out, Incoming: in, Cause: cause}
 }
 
 // drain waits until a graceful shutdown may close the connection.
@@ -311,6 +368,7 @@ func (c *Conn) onGoAway() {
 	c.mu.Lock()
 	c.goAwayRecv = true
 	c.mu.Unlock()
+	c.beginDraining()
 	c.sendq.pushGoAway() // our promise in return, unless we made it already
 	c.workDone()
 }

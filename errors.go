@@ -22,6 +22,10 @@ var (
 	// refused. A request refused this way was never sent.
 	ErrShutdown = errors.New("bokbok: connection shutting down")
 
+	// ErrUnfinished matches every *ShutdownError: a graceful shutdown
+	// ended with work still in flight.
+	ErrUnfinished = errors.New("bokbok: shutdown left work unfinished")
+
 	// ErrKeepaliveTimeout reports that the peer sent nothing at all (not even
 	// a keepalive reply) for longer than the configured keepalive interval
 	// plus timeout.
@@ -186,3 +190,30 @@ func closedError(cause error) error {
 	}
 	return fmt.Errorf("%w: %w", ErrClosed, cause)
 }
+
+// ShutdownError is returned by a graceful shutdown that could not finish
+// the work in flight: the connection closed (its context ended, or the
+// peer or a Close cut it) while requests or notifications were still
+// unanswered or unhandled. It matches ErrUnfinished and its cause: a
+// shutdown cut short by its context matches that context's error.
+type ShutdownError struct {
+	// Outgoing counts this side's work the peer did not finish: requests
+	// still waiting for their answer (calls whose caller had already given
+	// up are not counted), and notifications whose handling the peer had
+	// not yet confirmed with credit.
+	Outgoing int
+	// Incoming counts the peer's work this side did not finish: requests
+	// arriving, queued or running, or whose answer was still waiting to
+	// be written, and notifications arriving, waiting or running.
+	Incoming int
+	// Cause is why the connection closed early: the context's error, or
+	// the connection's close reason (which matches ErrClosed).
+	Cause error
+}
+
+func (e *ShutdownError) Error() string {
+	return fmt.Sprintf("bokbok: shutdown left work unfinished (%d outgoing, %d incoming): %v", e.Outgoing, e.Incoming, e.Cause)
+}
+
+// Unwrap returns ErrUnfinished and the cause.
+func (e *ShutdownError) Unwrap() []error { return []error{ErrUnfinished, e.Cause} }

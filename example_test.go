@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/bokbok-go/bokbok"
 )
@@ -489,4 +490,50 @@ func ExamplePassphraseToKey() {
 	// same passphrase, realm and user, same key: true
 	// another user, another key: true
 	// client config for alice
+}
+
+// A long poll that a graceful shutdown ends early: the handler answers as
+// soon as its connection starts draining, so Shutdown does not wait for
+// its deadline, and returns nil because nothing was cut off.
+func ExampleConn_Draining() {
+	ctx := context.Background()
+	polling := make(chan struct{})
+	srv := &bokbok.Server{Config: bokbok.Config{
+		Handler: bokbok.HandlerFunc(func(ctx context.Context, req *bokbok.Request) (any, error) {
+			close(polling)
+			select {
+			case <-req.Conn().Draining():
+				return "no news: shutting down", nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}),
+	}}
+	ln, err := bokbok.Listen("127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go srv.Serve(ln)
+
+	conn, err := bokbok.Dial(ctx, ln.Addr().String(), nil)
+	if err != nil {
+		panic(err)
+	}
+	answer := make(chan string, 1)
+	go func() {
+		var s string
+		if err := conn.Call(ctx, "poll", &s); err != nil {
+			s = err.Error()
+		}
+		answer <- s
+	}()
+	<-polling
+
+	shutdownCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	fmt.Println("shutdown:", srv.Shutdown(shutdownCtx))
+	fmt.Println("poll:", <-answer)
+	// Output:
+	// shutdown: <nil>
+	// poll: no news: shutting down
 }

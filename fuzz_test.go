@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 	"go.uber.org/goleak"
+
+	"github.com/bokbok-go/bokbok/internal/msgpackcheck"
 )
 
 // Fuzz targets for every decoder that reads bytes from the network, and
@@ -539,11 +542,17 @@ func FuzzParseErrorBody(f *testing.F) {
 	f.Add([]byte{0x90})
 	f.Add([]byte{0xc0})
 	f.Add([]byte{0x92, 0xa1, 'c'})
+	f.Add([]byte{0xdc, 0, 2, 0xd9, 1, 'c', 0xda, 0, 1, 'm'})
+	f.Add([]byte{0x92, 0xc4, 1, 'a', 0xc4, 1, 'b'})
+	f.Add([]byte{0x92, 0xa0, 0xd4, 1, 1})
 	f.Add(append(encodeErrorBody("c", "m")[bodyLenSize:], 0xc0))
 	f.Add([]byte{})
 
 	f.Fuzz(func(t *testing.T, body []byte) {
 		re, err := parseErrorBody(body)
+		if want, ok := errorBodyOracle(body); ok != (err == nil) || (ok && *want != *re) {
+			t.Fatalf("parseErrorBody(% x) = %v, %v; PROTOCOL.md's rule, read with the msgpack library: %v, %v", body, re, err, want, ok)
+		}
 		if err != nil {
 			var pe *ProtocolError
 			if !errors.As(err, &pe) || re != nil {
@@ -581,6 +590,10 @@ func FuzzParseSettings(f *testing.F) {
 	f.Add(robMust(encodeValueBody(map[string]any{"max_message_size": 1.5, "notify_window": "2"}))[bodyLenSize:])
 	f.Add(robMust(encodeValueBody([]any{1, 2, 3}))[bodyLenSize:])
 	f.Add(append(robSettings.encode(), 0xc0))
+	f.Add(ruleMap(ruleKV("max_message_size", 1), ruleKV("notify_window", 1), ruleKV("notify_window", 1)))
+	f.Add(ruleMap(ruleKV("max_message_size", 1), ruleKV("notify_window", 1), ruleKV("max_handlers", 0xff)))
+	f.Add(ruleMap(ruleKV("max_message_size", 0xd0, 0x01), ruleKV("notify_window", 0xd9, 1, '1'), []byte{0xc4, 1, 'x', 1}))
+	f.Add(ruleMap(append([]byte{0xd9, 13}, "notify_window"...), ruleKV("max_message_size", 1), ruleKV("x", 0xd4, 1, 1), ruleKV("x", 0xc0)))
 	f.Add([]byte{0x80})
 	f.Add([]byte{0xc0})
 	f.Add([]byte{})
@@ -590,6 +603,9 @@ func FuzzParseSettings(f *testing.F) {
 			return // a SETTINGS payload is one frame
 		}
 		s, err := parseSettings(p)
+		if want, ok := settingsOracle(p); ok != (err == nil) || (ok && want != s) {
+			t.Fatalf("parseSettings(% x) = %+v, %v; PROTOCOL.md's rules, read with the msgpack library: %+v, %v", p, s, err, want, ok)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) {
 				t.Fatalf("error %v (%T) is not a *ProtocolError", err, err)
@@ -604,6 +620,92 @@ func FuzzParseSettings(f *testing.F) {
 			t.Fatalf("round trip of %+v: %+v, %v", s, again, err)
 		}
 	})
+}
+
+// oracleString reads a msgpack string (not a binary, which the library
+// would also read as a string).
+func oracleString(d *msgpack.Decoder) (string, bool) {
+	if c, err := d.PeekCode(); err != nil || !msgpcode.IsString(c) {
+		return "", false
+	}
+	s, err := d.DecodeString()
+	return s, err == nil
+}
+
+// errorBodyOracle applies PROTOCOL.md's rule for ERROR bodies, with the
+// msgpack library doing the reading: one well-formed value, an array of
+// exactly two strings.
+func errorBodyOracle(body []byte) (*RemoteError, bool) {
+	d, err := msgpackcheck.NewDecoder(body)
+	if err != nil {
+		return nil, false
+	}
+	if c, err := d.PeekCode(); err != nil || !(msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32) {
+		return nil, false
+	}
+	if n, err := d.DecodeArrayLen(); err != nil || n != 2 {
+		return nil, false
+	}
+	code, ok1 := oracleString(d)
+	msg, ok2 := oracleString(d)
+	return &RemoteError{Code: code, Message: msg}, ok1 && ok2
+}
+
+// settingsOracle applies PROTOCOL.md's rules for SETTINGS payloads, with
+// the msgpack library doing the reading.
+func settingsOracle(p []byte) (settings, bool) {
+	d, err := msgpackcheck.NewDecoder(p)
+	if err != nil {
+		return settings{}, false
+	}
+	if c, err := d.PeekCode(); err != nil || !(msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32) {
+		return settings{}, false
+	}
+	n, err := d.DecodeMapLen()
+	if err != nil {
+		return settings{}, false
+	}
+	vals := map[string]uint64{}
+	for range n {
+		key, ok := oracleString(d)
+		if !ok {
+			return settings{}, false
+		}
+		switch key {
+		case "max_message_size", "notify_window", "max_handlers", "notify_bytes":
+		default:
+			if d.Skip() != nil {
+				return settings{}, false
+			}
+			continue
+		}
+		if _, dup := vals[key]; dup {
+			return settings{}, false
+		}
+		v, err := d.DecodeInterfaceLoose()
+		switch x := v.(type) {
+		case int64: // the library's reading of fixints and int 8..64
+			if err != nil || x < 0 {
+				return settings{}, false
+			}
+			vals[key] = uint64(x)
+		case uint64:
+			vals[key] = x
+		default:
+			return settings{}, false
+		}
+	}
+	s := settings{vals["max_message_size"], vals["notify_window"], vals["max_handlers"], vals["notify_bytes"]}
+	_, hasMax := vals["max_message_size"]
+	_, hasWindow := vals["notify_window"]
+	if !hasMax || !hasWindow || s.MaxMessageSize < 1 || s.MaxMessageSize > maxMessageSizeLimit ||
+		s.NotifyWindow < 1 || s.NotifyWindow > maxNotifyWindow || s.NotifyBytes > maxMessageSizeLimit {
+		return settings{}, false
+	}
+	if s.NotifyBytes == 0 {
+		s.NotifyBytes = DefaultNotifyBytes
+	}
+	return s, true
 }
 
 func FuzzCheckPreamble(f *testing.F) {

@@ -1,6 +1,6 @@
 module github.com/bokbok-go/bokbok
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/flynn/noise v1.1.0

@@ -7,17 +7,17 @@ import (
 	"io"
 	"os"
 	"time"
-
-	"golang.org/x/crypto/blake2b"
 )
 
 // The opening of a connection (PROTOCOL.md, "Preamble", "Settings" and
 // "Secure handshake"): both sides send their preamble at once; in insecure
 // mode each then sends SETTINGS; in secure mode the client sends Noise
-// message 1, the server answers with message 2 (or a refusal), and from
-// then on every byte travels in records, starting with each side's
-// SETTINGS. The client's first record is the key confirmation: the server
-// counts the client as authenticated only once it has opened it.
+// message 1, the server answers with message 2 (or a refusal, or a bare
+// close if message 1 is malformed), and from then on every byte travels in
+// records, starting with each side's SETTINGS, alone in its first record.
+// The client's first record is the key confirmation: the server counts the
+// client as authenticated only once it has opened it and found exactly
+// SETTINGS in it.
 //
 // A server waits for the peer's preamble and first message (SETTINGS, or
 // Noise message 1) in its read buffer before it does anything that costs
@@ -328,17 +328,13 @@ func (c *Conn) openSecureClient(aw *asyncWriter, op opening) error {
 	}
 	toServer, toClient := ns.split()
 	c.startRecords(aw, toServer, toClient, dirClientToServer, dirServerToClient)
-	clear(toServer[:])
-	clear(toClient[:])
+	wipeKeys(&toServer, &toClient)
 	c.user = user
 	// Our first record, carrying SETTINGS, is the key confirmation.
-	if _, err := c.rw.Write(c.settingsFrame()); err != nil {
+	if err := c.writeFirstRecord(); err != nil {
 		return err
 	}
-	if err := c.rw.Flush(); err != nil {
-		return err
-	}
-	return c.readSettings()
+	return c.readFirstRecord()
 }
 
 // openSecureServer opens a secure connection as the server. g, if not
@@ -357,7 +353,7 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening, g *slotGate) error 
 	}
 	user, m1, err := splitMessage1(body)
 	if err != nil {
-		return err
+		return err // malformed: closed without an answer, before any user is looked up
 	}
 	release, err := g.take()
 	if err != nil {
@@ -376,7 +372,7 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening, g *slotGate) error 
 	}
 	defer ns.wipe()
 	p, err := ns.readMessage1(&key, m1)
-	clear(key[:])
+	wipeKeys(&key)
 	if err == nil && len(p) != len(handshakePayload) {
 		err = errors.New("message 1 payload of the wrong size")
 	}
@@ -385,39 +381,67 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening, g *slotGate) error 
 		m2, err = ns.writeMessage2(handshakePayload)
 	}
 	if err != nil || !known {
-		aw.Write(appendHandshakeMsg(nil, nil)) // the refusal
+		// Every well-formed message 1 that does not lead to message 2 gets
+		// the same refusal, whatever the reason.
+		aw.Write(appendHandshakeMsg(nil, nil))
 		return fmt.Errorf("%w: user %q in realm %q (unknown user or wrong key)", ErrAuth, user, c.cfg.Realm)
 	}
 	toServer, toClient := ns.split()
 	aw.Write(appendHandshakeMsg(nil, m2))
 	c.startRecords(aw, toClient, toServer, dirServerToClient, dirClientToServer)
-	clear(toServer[:])
-	clear(toClient[:])
-	if _, err := c.rw.Write(c.settingsFrame()); err != nil {
-		return err
-	}
-	if err := c.rw.Flush(); err != nil {
+	wipeKeys(&toServer, &toClient)
+	if err := c.writeFirstRecord(); err != nil {
 		return err
 	}
 	release() // the costly work is done; waiting for the client is not
 	// The client's first record proves it completed the handshake: until
 	// it opens, message 1 may have been a replay.
-	if err := c.readSettings(); err != nil {
+	if err := c.readFirstRecord(); err != nil {
 		return fmt.Errorf("%w: user %q did not confirm the key: %w", ErrAuth, user, err)
 	}
 	c.user = user
 	return nil
 }
 
-// dummyKey derives the key an unknown user is checked against: keyed by a
-// server-local secret, so nobody can know it.
-func dummyKey(secret *Key, user string) Key {
-	h, _ := blake2b.New256(secret[:])
-	h.Write([]byte("bokbok unknown user\x00"))
-	h.Write([]byte(user))
-	var k Key
-	h.Sum(k[:0])
-	return k
+// Each side's first record holds exactly its SETTINGS frame, nothing more
+// and nothing less: it is sealed alone, and on receipt the first record is
+// checked on its own, before any other record is read.
+
+// writeFirstRecord seals our SETTINGS frame, alone, as our first record and
+// sends it.
+func (c *Conn) writeFirstRecord() error {
+	if _, err := c.rw.Write(c.settingsFrame()); err != nil {
+		return err
+	}
+	return c.rw.Flush()
+}
+
+// readFirstRecord opens the peer's first record, checks that its content
+// is one whole SETTINGS frame and nothing else, and parses the settings.
+// It never reads a second record.
+func (c *Conn) readFirstRecord() error {
+	content, err := c.rr.nextRecord()
+	if err == io.EOF {
+		return &ProtocolError{Reason: "first record is CLOSE, want SETTINGS", Err: io.ErrUnexpectedEOF}
+	}
+	if err != nil {
+		return err
+	}
+	if len(content) < frameHeaderSize {
+		return protocolErrorf("first record holds %d bytes, less than a frame header (SETTINGS must come whole in the first record)", len(content))
+	}
+	h, err := parseFrameHeader(content)
+	if err != nil {
+		return err
+	}
+	if h.kind != kindSettings {
+		return protocolErrorf("first frame is %s, want SETTINGS", h.kind)
+	}
+	if n := frameHeaderSize + int(h.length); len(content) != n {
+		return protocolErrorf("first record holds %d bytes, want exactly its %d-byte SETTINGS frame", len(content), n)
+	}
+	c.peer, err = parseSettings(content[frameHeaderSize:])
+	return err
 }
 
 func appendHandshakeMsg(out, body []byte) []byte {
@@ -451,10 +475,19 @@ func handshakeReadError(what string, err error) error {
 }
 
 // splitMessage1 parses message 1's body: user name length, user name,
-// Noise message.
+// Noise message. A body is malformed if it is empty, names a user of 0
+// bytes, or is too short to hold the user name, an ephemeral key and a
+// tag; the server closes without an answer then. What the Noise message
+// holds (its payload's length included) is checked by decrypting it.
 func splitMessage1(body []byte) (user string, noiseMsg []byte, err error) {
-	if len(body) < 1 || body[0] == 0 || len(body) < 1+int(body[0])+noiseDHLen+noiseTagLen {
-		return "", nil, protocolErrorf("handshake message 1 of %d bytes is malformed", len(body))
+	switch {
+	case len(body) == 0:
+		return "", nil, protocolErrorf("handshake message 1 of 0 bytes is malformed")
+	case body[0] == 0:
+		return "", nil, protocolErrorf("handshake message 1 of %d bytes is malformed: user name of 0 bytes", len(body))
+	case len(body) < 1+int(body[0])+noiseDHLen+noiseTagLen:
+		return "", nil, protocolErrorf("handshake message 1 of %d bytes is malformed: less than the %d of a %d-byte user name, an ephemeral key and a tag",
+			len(body), 1+int(body[0])+noiseDHLen+noiseTagLen, body[0])
 	}
 	n := int(body[0])
 	return string(body[1 : 1+n]), body[1+n:], nil

@@ -36,6 +36,8 @@ type inbound struct {
 	waiting   []chan *inMsg     // inboxes of handler goroutines waiting for work
 	notes     []*inMsg          // notifications in arrival order, some still arriving
 	notifying bool              // the notifier goroutine is running
+	noteBusy  bool              // the notifier is running a notification's handler
+	refusing  int               // refusals being queued (see unlockAndRefuse)
 	unacked   int               // notifications received and not yet credited back
 	handled   int               // notifications handled since the last CREDIT
 	noteCtx   context.Context   // c.ctx marked as a handler's: notification handlers get it; request contexts derive from it
@@ -62,6 +64,8 @@ type inMsg struct {
 	charge int64        // what the message holds of its budget (guarded by in.mu)
 	refuse *RemoteError // a request refused when its first frame arrived: answered so once whole
 	skip   error        // a notification that will not be handled: why
+
+	replied atomic.Bool // a request: its answer has been taken by the send queue
 }
 
 func (in *inbound) init(c *Conn) {
@@ -122,8 +126,7 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	}
 	in.arriving--
 	if m.refuse != nil {
-		in.mu.Unlock()
-		in.refuse(m.id, m.refuse)
+		in.unlockAndRefuse(m.id, m.refuse)
 		return nil
 	}
 	t, msg, err := parseRequestBody(body)
@@ -133,8 +136,7 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	}
 	m.req.raw = msg
 	if rerr := in.admitLocked(m); rerr != nil {
-		in.mu.Unlock()
-		in.refuse(m.id, rerr)
+		in.unlockAndRefuse(m.id, rerr)
 		return nil
 	}
 	m.timeout = time.Duration(min(t, uint64(1<<63-1)/1000)) * time.Microsecond
@@ -167,8 +169,7 @@ func (in *inbound) dispatchLocked(m *inMsg) error {
 		in.mu.Unlock()
 	default:
 		in.releaseLocked(m)
-		in.mu.Unlock()
-		in.refuse(m.id, &RemoteError{Code: CodeBusy, Message: "too many requests in progress; try again later"})
+		in.unlockAndRefuse(m.id, &RemoteError{Code: CodeBusy, Message: "too many requests in progress; try again later"})
 	}
 	return nil
 }
@@ -202,13 +203,16 @@ func (in *inbound) run(m *inMsg) {
 			reply, err := c.invoke(m.ctx, &m.req)
 			m.req.raw = nil // the body is no longer needed
 			out := c.answer(m.id, reply, err)
+			out.queued = &m.replied
 			in.chargeReply(out)                         // the request's charge goes below, once the reply is queued
 			_ = c.sendq.push(context.Background(), out) // an answer waits only for room, and fails only once closed
 		}
 		m.cancel()
 		in.mu.Lock()
 		in.releaseLocked(m)
-		delete(in.live, m.id)
+		if in.live[m.id] == m { // else the peer has reused the answered id already
+			delete(in.live, m.id)
+		}
 		if len(in.queue) > 0 && in.running <= c.cfg.MaxConcurrentHandlers { // an overdraft slot of a nested request is given back instead
 			m = in.queue[0]
 			in.queue[0] = nil
@@ -284,15 +288,16 @@ func (c *Conn) waitReady() bool {
 func (in *inbound) cancel(id uint32) {
 	in.mu.Lock()
 	m := in.live[id]
+	if m != nil && m.replied.Load() {
+		m = nil // answered: the CANCEL is for a newer request reusing the id, if any
+	}
 	if m == nil {
 		if a := in.asm[id]; a != nil && a.kind == kindRequest {
 			delete(in.asm, id)
 			a.asm.drop(&in.c.reserve)
 			in.arriving--
 			in.releaseLocked(a)
-			in.mu.Unlock()
-			in.refuseCanceled(id)
-			in.c.workDone()
+			in.unlockAndRefuse(id, errCanceledBeforeRun)
 			return
 		}
 		in.mu.Unlock()
@@ -303,10 +308,8 @@ func (in *inbound) cancel(id uint32) {
 			in.queue = append(in.queue[:i], in.queue[i+1:]...)
 			delete(in.live, id)
 			in.releaseLocked(m)
-			in.mu.Unlock()
 			m.cancel()
-			in.refuseCanceled(id)
-			in.c.workDone()
+			in.unlockAndRefuse(id, errCanceledBeforeRun)
 			return
 		}
 	}
@@ -314,12 +317,26 @@ func (in *inbound) cancel(id uint32) {
 	m.cancel()
 }
 
-func (in *inbound) refuseCanceled(id uint32) {
-	in.c.sendq.pushSmall(errorMsg(id, &RemoteError{Code: CodeCanceled, Message: "canceled before it ran"}))
+// errCanceledBeforeRun answers a request cancelled before its handler ran.
+var errCanceledBeforeRun = &RemoteError{Code: CodeCanceled, Message: "canceled before it ran"}
+
+// unlockAndRefuse answers request id with rerr, never running it. in.mu
+// must be held; it is released. Until the answer is queued the refusal
+// counts as work in progress, so a graceful shutdown waits for it.
+func (in *inbound) unlockAndRefuse(id uint32, rerr *RemoteError) {
+	in.refusing++
+	in.mu.Unlock()
+	in.c.sendq.pushSmall(errorMsg(id, rerr))
+	in.mu.Lock()
+	in.refusing--
+	in.mu.Unlock()
+	in.c.workDone()
 }
 
 // notifier runs whole notifications from the front of notes, in order,
-// and returns credits to the peer. It ends when none is ready.
+// and returns credits to the peer: a quarter of the window at a time while
+// the next is ready, and all it has handled whenever none is. It ends when
+// none is ready.
 func (in *inbound) notifier() {
 	c := in.c
 	defer c.work.Done()
@@ -341,6 +358,7 @@ func (in *inbound) notifier() {
 		m := in.notes[0]
 		in.notes[0] = nil
 		in.notes = in.notes[1:]
+		in.noteBusy = true
 		in.mu.Unlock()
 
 		if m.skip != nil {
@@ -351,11 +369,16 @@ func (in *inbound) notifier() {
 		m.req.raw = nil
 
 		in.mu.Lock()
+		in.noteBusy = false
 		in.noteBytes -= m.charge
 		m.charge = 0
 		in.handled++
+		// Credit may wait for a batch only while the next notification is
+		// whole and about to be handled; with none ready (none left, or
+		// the next still arriving), everything handled is credited now, so
+		// a sender, or a graceful shutdown, never waits for it.
 		var credit int
-		if in.handled >= step || len(in.notes) == 0 {
+		if next := len(in.notes) > 0 && in.notes[0].complete; in.handled >= step || !next {
 			credit = in.handled
 			in.handled = 0
 			in.unacked -= credit
@@ -368,10 +391,34 @@ func (in *inbound) notifier() {
 	}
 }
 
+// unfinished counts the peer's requests and notifications not finished:
+// arriving, queued, or running without their answer taken by the send
+// queue. Called once the send queue has closed, so no answer is taken
+// after the count.
+func (in *inbound) unfinished() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	n := len(in.notes) + in.refusing // notifications arriving or waiting; refusals not yet queued
+	if in.noteBusy {
+		n++
+	}
+	for _, m := range in.asm {
+		if m.kind == kindRequest {
+			n++
+		}
+	}
+	for _, m := range in.live {
+		if !m.replied.Load() {
+			n++
+		}
+	}
+	return n
+}
+
 // idle reports whether no inbound work is left: nothing arriving, queued
 // or running.
 func (in *inbound) idle() bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return len(in.asm) == 0 && len(in.live) == 0 && len(in.notes) == 0 && !in.notifying
+	return len(in.asm) == 0 && len(in.live) == 0 && len(in.notes) == 0 && !in.notifying && in.refusing == 0
 }

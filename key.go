@@ -4,13 +4,9 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
-
-	"golang.org/x/crypto/argon2"
-	"golang.org/x/crypto/blake2b"
 )
 
 // KeySize is the size of a Key in bytes.
@@ -87,43 +83,3 @@ func (k Key) LogValue() slog.Value { return slog.StringValue(redactedKey) }
 
 // Equal reports whether k and other are the same key, in constant time.
 func (k Key) Equal(other Key) bool { return subtle.ConstantTimeCompare(k[:], other[:]) == 1 }
-
-// Argon2id parameters of PassphraseToKey: RFC 9106's second recommended
-// option (t=3 passes, 64 MiB of memory, 4 lanes, 32-byte tag).
-const (
-	passphraseTime    = 3
-	passphraseMemory  = 64 * 1024 // KiB
-	passphraseThreads = 4
-)
-
-// PassphraseToKey derives a key from a passphrase with argon2id (RFC 9106,
-// second recommended parameters: 3 passes over 64 MiB with 4 lanes), salted
-// with the realm and the user name, so that one passphrase gives different
-// keys for different users and deployments. It takes a noticeable fraction
-// of a second and 64 MiB of memory, by design.
-//
-// A passphrase is weaker than a generated key: anyone who records a
-// handshake can test passphrase guesses offline, at the cost of one argon2id
-// run each, and people choose guessable passphrases. Prefer GenerateKey;
-// use passphrases where a person must be able to type the secret, and make
-// them long.
-func PassphraseToKey(passphrase, realm, user string) Key {
-	tag := argon2.IDKey([]byte(passphrase), passphraseSalt(realm, user),
-		passphraseTime, passphraseMemory, passphraseThreads, KeySize)
-	var k Key
-	copy(k[:], tag)
-	clear(tag)
-	return k
-}
-
-// passphraseSalt is BLAKE2b-256 of a domain string and the length-prefixed
-// realm and user name.
-func passphraseSalt(realm, user string) []byte {
-	h, _ := blake2b.New256(nil)
-	h.Write([]byte("bokbok passphrase v1\x00"))
-	for _, s := range []string{realm, user} {
-		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
-		h.Write([]byte(s))
-	}
-	return h.Sum(nil)
-}

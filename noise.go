@@ -1,16 +1,6 @@
 package bokbok
 
-import (
-	"crypto/hmac"
-	"crypto/rand"
-	"encoding/binary"
-	"errors"
-	"hash"
-
-	"golang.org/x/crypto/blake2b"
-	"golang.org/x/crypto/chacha20poly1305"
-	"golang.org/x/crypto/curve25519"
-)
+import "errors"
 
 // The handshake of secure connections is the Noise protocol
 // Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b (Noise specification revision 34):
@@ -18,20 +8,12 @@ import (
 //	-> psk, e
 //	<- e, ee
 //
-// built here from golang.org/x/crypto, following the specification's
-// SymmetricState and HandshakeState (sections 5.2 and 5.3) for just this
-// pattern. Both sides prove knowledge of the pre-shared key; the transport
-// keys come from an ephemeral-ephemeral Diffie-Hellman, so they are fresh
-// for every connection and stay secret if the key later leaks.
-
-const (
-	noiseProtocolName = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b"
-	noiseHashLen      = blake2b.Size // 64
-	noiseDHLen        = curve25519.PointSize
-	noiseTagLen       = chacha20poly1305.Overhead
-)
-
-var errNoiseDecrypt = errors.New("noise: message failed authentication")
+// built on the cipher suite's primitives in crypto.go, following the
+// specification's SymmetricState and HandshakeState (sections 5.2 and 5.3)
+// for just this pattern. Both sides prove knowledge of the pre-shared key;
+// the transport keys come from an ephemeral-ephemeral Diffie-Hellman, so
+// they are fresh for every connection and stay secret if the key later
+// leaks.
 
 // noiseState is a Noise SymmetricState plus the ephemeral keys of one
 // handshake. Its secrets are cleared by wipe.
@@ -54,22 +36,10 @@ func newNoiseState(prologue []byte, ephemeral *[32]byte) (*noiseState, error) {
 	copy(s.h[:], noiseProtocolName) // the name is shorter than HASHLEN: zero-padded
 	s.ck = s.h
 	s.mixHash(prologue)
-	if ephemeral != nil {
-		s.e = *ephemeral
-	} else if _, err := rand.Read(s.e[:]); err != nil {
+	if err := noiseKeyPair(&s.e, &s.ePub, ephemeral); err != nil {
 		return nil, err
 	}
-	pub, err := curve25519.X25519(s.e[:], curve25519.Basepoint)
-	if err != nil {
-		return nil, err
-	}
-	copy(s.ePub[:], pub)
 	return s, nil
-}
-
-func newBlake2b() hash.Hash {
-	h, _ := blake2b.New512(nil)
-	return h
 }
 
 func (s *noiseState) mixHash(data []byte) {
@@ -77,28 +47,6 @@ func (s *noiseState) mixHash(data []byte) {
 	h.Write(s.h[:])
 	h.Write(data)
 	h.Sum(s.h[:0])
-}
-
-// hkdf is the specification's HKDF(chaining_key, input_key_material,
-// num_outputs) with HMAC-BLAKE2b, returning three outputs (callers that
-// need two ignore the third).
-func hkdf(ck, ikm []byte) (o1, o2, o3 [noiseHashLen]byte) {
-	mac := hmac.New(newBlake2b, ck)
-	mac.Write(ikm)
-	temp := mac.Sum(nil)
-	defer clear(temp)
-	mac = hmac.New(newBlake2b, temp)
-	mac.Write([]byte{1})
-	mac.Sum(o1[:0])
-	mac.Reset()
-	mac.Write(o1[:])
-	mac.Write([]byte{2})
-	mac.Sum(o2[:0])
-	mac.Reset()
-	mac.Write(o2[:])
-	mac.Write([]byte{3})
-	mac.Sum(o3[:0])
-	return
 }
 
 func (s *noiseState) mixKey(ikm []byte) {
@@ -120,20 +68,12 @@ func (s *noiseState) mixKeyAndHash(ikm []byte) {
 	clear(k[:])
 }
 
-// noiseNonce is ChaChaPoly's nonce: 4 zero bytes, then n little-endian.
-func noiseNonce(n uint64) []byte {
-	var nonce [chacha20poly1305.NonceSize]byte
-	binary.LittleEndian.PutUint64(nonce[4:], n)
-	return nonce[:]
-}
-
 func (s *noiseState) encryptAndHash(out, plaintext []byte) []byte {
 	start := len(out)
 	if !s.hasK {
 		out = append(out, plaintext...)
 	} else {
-		aead, _ := chacha20poly1305.New(s.k[:])
-		out = aead.Seal(out, noiseNonce(s.n), plaintext, s.h[:])
+		out = noiseEncrypt(out, &s.k, s.n, s.h[:], plaintext)
 		s.n++
 	}
 	s.mixHash(out[start:])
@@ -145,11 +85,9 @@ func (s *noiseState) decryptAndHash(ciphertext []byte) ([]byte, error) {
 	if !s.hasK {
 		plaintext = append([]byte(nil), ciphertext...)
 	} else {
-		aead, _ := chacha20poly1305.New(s.k[:])
 		var err error
-		plaintext, err = aead.Open(nil, noiseNonce(s.n), ciphertext, s.h[:])
-		if err != nil {
-			return nil, errNoiseDecrypt
+		if plaintext, err = noiseDecrypt(&s.k, s.n, s.h[:], ciphertext); err != nil {
+			return nil, err
 		}
 		s.n++
 	}
@@ -176,12 +114,11 @@ func (s *noiseState) readE(msg []byte) error {
 	return nil
 }
 
-// mixEE is the "ee" token. X25519 rejects low-order points (an all-zero
-// shared secret), so a peer cannot force a known shared secret.
+// mixEE is the "ee" token; it fails on a low-order key.
 func (s *noiseState) mixEE() error {
-	dh, err := curve25519.X25519(s.e[:], s.re[:])
+	dh, err := noiseDH(&s.e, &s.re)
 	if err != nil {
-		return errors.New("noise: the peer's ephemeral key is a low-order point")
+		return err
 	}
 	s.mixKey(dh)
 	clear(dh)

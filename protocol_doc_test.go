@@ -61,6 +61,13 @@ var protocolExamples = []protocolExample{
 		b = appendFrameHeader(b, kindGoAway, 0, 0, 0)
 		return b
 	}},
+	{"CREDIT 4, 4, 2 (a receiver with notify_window 16 crediting 10)", func(t *testing.T) []byte {
+		var b []byte
+		for _, n := range []uint32{4, 4, 2} {
+			b = appendFrameHeader(b, kindCredit, 0, 0, n)
+		}
+		return b
+	}},
 }
 
 // hexDump formats b as PROTOCOL.md does.

@@ -5,20 +5,19 @@ import (
 	"errors"
 	"io"
 	"time"
-
-	"golang.org/x/crypto/nacl/secretbox"
 )
 
 // Records carry the frame stream of a secure connection (PROTOCOL.md,
 // "Records"). Each is
 //
-//	length u32 | secretbox(type u8 | content)
+//	length u32 | Poly1305 tag [16] | XSalsa20 ciphertext of (type u8 | content)
 //
-// sealed under the sending direction's key with a nonce made of a 64-bit
-// counter, the direction, and zeros. Content is the next bytes of the frame
-// stream (DATA) or nothing (CLOSE, the last record a side sends). A record
-// that fails to open, arrives out of order, or is missing (the stream ends
-// without CLOSE) ends the connection.
+// sealed with NaCl secretbox (crypto.go) under the sending direction's key
+// with a nonce made of a 64-bit counter, the direction, and zeros. Content
+// is the next bytes of the frame stream (DATA) or nothing (CLOSE, the last
+// record a side sends); a side's first record holds exactly its SETTINGS
+// frame (handshake.go). A record that fails to open, arrives out of order,
+// or is missing (the stream ends without CLOSE) ends the connection.
 
 const (
 	recordData  = 0x00
@@ -26,8 +25,8 @@ const (
 
 	recordLenSize     = 4
 	maxRecordContent  = 64 << 10
-	minSealedRecord   = 1 + secretbox.Overhead
-	maxSealedRecord   = 1 + maxRecordContent + secretbox.Overhead
+	minSealedRecord   = 1 + recordOverhead
+	maxSealedRecord   = 1 + maxRecordContent + recordOverhead
 	dirClientToServer = 0x00
 	dirServerToClient = 0x01
 )
@@ -35,23 +34,6 @@ const (
 // ErrTruncated reports that a secure connection's stream ended without the
 // peer's CLOSE record: the peer died, or someone cut the connection.
 var ErrTruncated = errors.New("bokbok: secure stream ended without a close record")
-
-// ErrNonceExhausted reports that a direction of a secure connection has
-// sent or received 2^64-1 records, the most its nonce counter allows; the
-// connection fails rather than ever reuse a nonce.
-var ErrNonceExhausted = errors.New("bokbok: record counter exhausted")
-
-// maxRecordCounter is the last counter value never used: a record is never
-// sealed or opened with it, so the counter cannot wrap.
-const maxRecordCounter = ^uint64(0)
-
-// recordNonce builds a record's 24-byte nonce.
-func recordNonce(n uint64, dir byte) *[24]byte {
-	var nonce [24]byte
-	binary.BigEndian.PutUint64(nonce[:8], n)
-	nonce[8] = dir
-	return &nonce
-}
 
 // recordWriter seals the frame stream into records. It buffers written
 // bytes and seals them when a record is full or on Flush, so the frames the
@@ -139,8 +121,8 @@ func (rw *recordWriter) sealLocked() error {
 	if rw.n == maxRecordCounter {
 		return ErrNonceExhausted
 	}
-	rw.out = binary.BigEndian.AppendUint32(rw.out, uint32(len(rw.pt)+secretbox.Overhead))
-	rw.out = secretbox.Seal(rw.out, rw.pt, recordNonce(rw.n, rw.dir), (*[32]byte)(&rw.key))
+	rw.out = binary.BigEndian.AppendUint32(rw.out, uint32(len(rw.pt)+recordOverhead))
+	rw.out = sealRecord(rw.out, rw.pt, &rw.key, rw.n, rw.dir)
 	rw.n++
 	rw.pt = rw.pt[:0]
 	return nil
@@ -205,7 +187,7 @@ const keptRecordBuf = 4 << 10
 // wipe clears the key; the writer seals nothing afterwards.
 func (rw *recordWriter) wipe() {
 	rw.acquire()
-	clear(rw.key[:])
+	wipeKeys(&rw.key)
 	rw.done = true
 	rw.release()
 }
@@ -239,6 +221,21 @@ func (rr *recordReader) Read(p []byte) (int, error) {
 	n := copy(p, rr.rest)
 	rr.rest = rr.rest[n:]
 	return n, nil
+}
+
+// nextRecord opens the next record and returns its whole content, valid
+// until the next read: for the first record, which must hold exactly one
+// frame. Content of an earlier record not yet read is dropped.
+func (rr *recordReader) nextRecord() ([]byte, error) {
+	if rr.err == nil {
+		rr.err = rr.next()
+	}
+	if rr.err != nil {
+		return nil, rr.err
+	}
+	content := rr.rest
+	rr.rest = nil
+	return content, nil
 }
 
 // release gives back the borrowed buffer.
@@ -275,7 +272,7 @@ func (rr *recordReader) next() error {
 		return ErrNonceExhausted
 	}
 	rr.plain = getBuf()
-	plain, ok := secretbox.Open((*rr.plain)[:0], sealed, recordNonce(rr.n, rr.dir), (*[32]byte)(&rr.key))
+	plain, ok := openRecord((*rr.plain)[:0], sealed, &rr.key, rr.n, rr.dir)
 	if !ok {
 		return protocolErrorf("record %d failed authentication (corrupted, forged, replayed or out of order)", rr.n)
 	}
@@ -293,6 +290,6 @@ func (rr *recordReader) next() error {
 // wipe clears the key and gives back the buffer. Only after the reader
 // has stopped.
 func (rr *recordReader) wipe() {
-	clear(rr.key[:])
+	wipeKeys(&rr.key)
 	rr.release()
 }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/crypto/argon2"
-	"golang.org/x/crypto/blake2b"
 )
 
 // The secure-mode vectors of PROTOCOL.md: a whole handshake with fixed
@@ -168,23 +166,4 @@ func (c *tapConn) written() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]byte(nil), c.out...)
-}
-
-// TestPassphraseToKeyFollowsTheSpec derives a key by PROTOCOL.md's formula
-// (section 17), step by step, and compares it with PassphraseToKey; the
-// golden bytes in PROTOCOL.md pin the result itself.
-func TestPassphraseToKeyFollowsTheSpec(t *testing.T) {
-	realm, user, pass := "example.org", "alice", "correct horse battery staple"
-	var in []byte
-	in = append(in, "bokbok passphrase v1\x00"...)
-	in = append(in, 0, 0, 0, byte(len(realm)))
-	in = append(in, realm...)
-	in = append(in, 0, 0, 0, byte(len(user)))
-	in = append(in, user...)
-	salt := blake2b.Sum256(in)
-	want := argon2.IDKey([]byte(pass), salt[:], 3, 64*1024, 4, 32)
-	got := PassphraseToKey(pass, realm, user)
-	require.Equal(t, want, got[:])
-	require.NotEqual(t, got, PassphraseToKey(pass, realm, "bob"), "another user, another key")
-	require.NotEqual(t, got, PassphraseToKey(pass, "example.net", user), "another realm, another key")
 }

@@ -31,6 +31,7 @@ type outMsg struct {
 
 	charge int64         // a reply: what it holds of the receive budget until wholly taken
 	budget *atomic.Int64 // where charge is given back
+	queued *atomic.Bool  // a reply: set, under the queue's lock, once the queue has taken it
 
 	// guarded by sendQueue.mu
 	off    int  // bytes of data already taken for frames
@@ -61,6 +62,7 @@ type sendQueue struct {
 	writing bool          // the writer holds frames it has not flushed yet
 	written []*outMsg     // owned messages wholly taken; the writer gives their buffers back after flushing
 	flushed chan struct{} // non-nil while waitIdle waits; closed when all is written
+	dropped int           // answers (RESPONSE, ERROR) the queue held unwritten when it closed
 }
 
 func newSendQueue(limit int, writer func(), loops *sync.WaitGroup) *sendQueue {
@@ -164,6 +166,9 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 		q.smallQ += need
 	}
 	q.msgs = append(q.msgs, m)
+	if m.queued != nil {
+		m.queued.Store(true)
+	}
 	q.unlockAndKick()
 	return nil
 }
@@ -363,7 +368,8 @@ func (q *sendQueue) waitIdle(ctx context.Context, done <-chan struct{}) error {
 	}
 }
 
-// close makes the queue refuse new work and wakes every waiting sender.
+// close makes the queue refuse new work, drops what it holds, and wakes
+// every waiting sender.
 func (q *sendQueue) close(err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -371,8 +377,20 @@ func (q *sendQueue) close(err error) {
 		return
 	}
 	q.err = err
+	for _, m := range q.msgs {
+		if m.kind == kindResponse || m.kind == kindError {
+			q.dropped++
+		}
+	}
 	q.msgs, q.ctrl = nil, nil
 	close(q.space)
+}
+
+// droppedAnswers returns how many answers close dropped unwritten.
+func (q *sendQueue) droppedAnswers() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.dropped
 }
 
 // writeLoop is the connection's only writer, started by unlockAndKick. It

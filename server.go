@@ -258,34 +258,55 @@ func (s *Server) openConn(ctx context.Context, c *Conn) error {
 
 // Shutdown stops the server gracefully: it closes the listeners, then
 // shuts every connection down (see Conn.Shutdown), and returns when all
-// are closed. If ctx ends first, the remaining connections are closed at
-// once and ctx's error is returned.
+// are closed. It returns nil only if every connection finished its work
+// in flight. Otherwise it returns an error matching ErrUnfinished whose
+// *ShutdownError (errors.As) adds up the work left over all connections.
+// If ctx ends first, the remaining connections are closed at once and the
+// error matches ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	conns := s.stop()
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex // guards lost
+		lost ShutdownError
+	)
 	for _, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if c.started() {
-				c.Shutdown(ctx)
-			} else {
-				c.nc.Close() // still in its handshake
+			if !c.started() {
+				c.nc.Close() // still in its handshake: nothing in flight
+				return
+			}
+			var se *ShutdownError
+			if err := c.Shutdown(ctx); errors.As(err, &se) {
+				mu.Lock()
+				lost.Outgoing += se.Outgoing
+				lost.Incoming += se.Incoming
+				if lost.Cause == nil || ctx.Err() != nil {
+					lost.Cause = se.Cause
+				}
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil { // connections were cut at the deadline
-		s.Close()
-		return err
+	err := ctx.Err()
+	if err == nil {
+		select {
+		case <-s.idleChan():
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
-	select {
-	case <-s.idleChan():
-		return nil
-	case <-ctx.Done():
+	if err != nil { // connections were cut at the deadline
 		s.Close()
-		return ctx.Err()
+		lost.Cause = err
 	}
+	if lost.Outgoing+lost.Incoming > 0 {
+		return &lost
+	}
+	return err
 }
 
 // Close stops the server at once: it closes the listeners and every

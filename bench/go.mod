@@ -1,6 +1,6 @@
 module github.com/bokbok-go/bokbok/bench
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/bokbok-go/bokbok v0.0.0

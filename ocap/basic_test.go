@@ -23,7 +23,7 @@ func (factory) MakeCar(ctx context.Context, name, color string) (Ref, error) {
 }
 
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // generous: a loaded machine under -race is slow
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -54,6 +54,15 @@
 // pipelined messages as long as a peer likes are worked through without
 // recursion. PROTOCOL.md §19.10 lists the bounds.
 //
+// A peer's messages are checked as they arrive. A question id that is not
+// greater than every earlier one from that peer (0, reused, or lower)
+// aborts the session with a [*ProtocolError], and so does a result holding
+// a reference that is not a fixext 4 or whose index is beyond the
+// message's references; such a reference in a message's arguments breaks
+// that message (code ocap.bad_args) without delivering it, and the
+// session goes on. A session that has asked question 2^64-1 breaks later
+// questions locally, since ids are never reused.
+//
 // # Sturdyrefs
 //
 // A [Sturdyref] is a printable capability, a URI such as

@@ -46,6 +46,10 @@ var (
 	ErrTooManyPending = errors.New("ocap: too many messages wait on the promise")
 )
 
+// errQuestionsUsedUp is the error of a message that would need a question
+// id beyond the largest (2^64-1): ids are never reused on a connection.
+var errQuestionsUsedUp = errors.New("ocap: this connection has used up its question ids")
+
 // Codes of the *bokbok.RemoteError values that the layer itself breaks
 // promises with.
 const (

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"net"
 	"runtime"
 	"testing"
@@ -245,6 +246,72 @@ func TestHostilePeer(t *testing.T) {
 			p.send(opDeliver, []any{descYourExport, id}, "echo-ref", bad, []any{}, 3)
 			p.expectBreak(3, CodeBadArgs)
 		}},
+		{name: "bad references are found wherever they are, and their receipts go back", run: func(t *testing.T, p *rawPeer) {
+			id := p.fetch(1, "echo")
+			mine := []any{[]any{descMyExport, 5}, []any{descMyExport, 6}, []any{descMyExport, 5}}
+			for q, args := range []msgpack.RawMessage{
+				// [[ref 0, {"k": ref 3}]]: one good reference, one beyond the list.
+				{0x91, 0x92, 0xd6, 0x62, 0, 0, 0, 0, 0x81, 0xa1, 'k', 0xd6, 0x62, 0, 0, 0, 3},
+				// A reference of 4 bytes, but as ext 8 rather than fixext 4.
+				{0x91, 0xc7, 0x04, 0x62, 0, 0, 0, 0},
+				// A reference of 8 bytes (fixext 8).
+				{0x91, 0xd7, 0x62, 0, 0, 0, 0, 0, 0, 0, 0},
+			} {
+				q := uint64(q + 2)
+				p.send(opDeliver, []any{descYourExport, id}, "echo", args, mine, q)
+				// The receipts of exports 5 (two) and 6 come straight back,
+				// then the break.
+				for _, want := range [][2]uint64{{5, 2}, {6, 1}} {
+					op := p.next()
+					require.Equal(t, opRelease, op.op, "%+v", op)
+					var got [2]uint64
+					op.field(t, 0, &got[0])
+					op.field(t, 1, &got[1])
+					require.Equal(t, want, got)
+				}
+				p.expectBreak(q, CodeBadArgs)
+			}
+			require.Zero(t, p.sess.Stats().Imports)
+			// Extension 98 inside another extension's payload (here a
+			// timestamp's), or bytes that look like one in a string, are
+			// not references.
+			inner := msgpack.RawMessage{0x92, 0xd7, 0xff, 0xd6, 0x62, 0, 0, 0, 9, 0, 0, 0xa6, 0xd6, 0x62, 0, 0, 0, 9}
+			p.send(opDeliver, []any{descYourExport, id}, "echo", msgpack.RawMessage(append([]byte{0x91}, inner...)), []any{}, 5)
+			p.expectReturn(5)
+			// A one-way message with a bad reference is dropped; its
+			// receipts go back all the same.
+			p.send(opDeliver, []any{descYourExport, id}, "echo", refArg(1), []any{[]any{descMyExport, 7}}, nil)
+			op := p.next()
+			require.Equal(t, opRelease, op.op, "%+v", op)
+		}},
+		{name: "return naming nothing breaks the question, and its receipts go back", run: func(t *testing.T, p *rawPeer) {
+			relay := p.fetch(1, "relay")
+			p.send(opDeliver, []any{descYourExport, relay}, "relay", refArg(0), []any{[]any{descMyExport, 5}}, 2)
+			require.Equal(t, opDeliver, p.next().op) // the node's question 1, to export 5
+			p.send(opReturn, 1, refValue, []any{[]any{descMyExport, 6}, []any{descYourExport, 99}})
+			// The receipt of export 6 comes back (the garbage collector may
+			// release export 5 meanwhile), then the relay's answer, which
+			// followed question 1, breaks.
+			released := map[uint64]uint64{}
+			for {
+				op := p.next()
+				if op.op != opRelease {
+					require.Equal(t, opBreak, op.op, "%+v", op)
+					var q uint64
+					var code string
+					op.field(t, 0, &q)
+					op.field(t, 1, &code)
+					require.EqualValues(t, 2, q)
+					require.Equal(t, CodeNoObject, code)
+					break
+				}
+				var id, n uint64
+				op.field(t, 0, &id)
+				op.field(t, 1, &n)
+				released[id] += n
+			}
+			require.EqualValues(t, 1, released[6])
+		}},
 		{name: "messages that are not capability messages", run: func(t *testing.T, p *rawPeer) {
 			require.NoError(t, p.conn.Notify(p.ctx, []any{"hello", 1}))
 			require.NoError(t, p.conn.Notify(p.ctx, "op:deliver"))
@@ -290,9 +357,59 @@ func TestHostilePeer(t *testing.T) {
 		{name: "break for a question never asked", violation: "op:break for question 3", run: func(t *testing.T, p *rawPeer) {
 			p.send(opBreak, 3, "x", "y")
 		}},
-		{name: "question id in use", violation: "question 1 is already in use", run: func(t *testing.T, p *rawPeer) {
+		// Question ids (§19.4): each greater than every earlier one.
+		{name: "question id 0", violation: "question id 0", run: func(t *testing.T, p *rawPeer) {
+			p.send(opDeliver, []any{descYourExport, 0}, "fetch", []any{"echo"}, []any{}, 0)
+		}},
+		{name: "question id in use", violation: "question id 1 is not greater than 1", run: func(t *testing.T, p *rawPeer) {
 			p.fetch(1, "echo")
 			p.send(opDeliver, []any{descYourExport, 0}, "fetch", []any{"echo"}, []any{}, 1)
+		}},
+		{name: "question id of a finished answer", violation: "question id 1 is not greater than 2", run: func(t *testing.T, p *rawPeer) {
+			p.fetch(1, "echo")
+			p.fetch(2, "echo")
+			p.send(opFinish, 1)
+			require.Eventually(t, func() bool { return p.sess.Stats().Answers == 1 }, 5*time.Second, time.Millisecond)
+			p.send(opDeliver, []any{descYourExport, 0}, "fetch", []any{"echo"}, []any{}, 1)
+		}},
+		{name: "question id of a question that failed", violation: "question id 1 is not greater than 1", run: func(t *testing.T, p *rawPeer) {
+			p.send(opDeliver, []any{descYourExport, 99}, "hit", []any{}, []any{}, 1)
+			p.expectBreak(1, CodeNoObject)
+			p.send(opFinish, 1)
+			p.send(opDeliver, []any{descYourExport, 0}, "fetch", []any{"echo"}, []any{}, 1)
+		}},
+		{name: "decreasing question id", violation: "question id 3 is not greater than 5", run: func(t *testing.T, p *rawPeer) {
+			p.fetch(5, "echo")
+			p.send(opDeliver, []any{descYourExport, 0}, "fetch", []any{"echo"}, []any{}, 3)
+		}},
+		{name: "question ids may skip numbers", run: func(t *testing.T, p *rawPeer) {
+			p.fetch(3, "echo")
+			p.send(opDeliver, []any{descYourExport, 0}, "fetch", []any{"echo"}, []any{}, nil) // no id
+			p.fetch(10, "echo")
+			p.fetch(500, "echo")
+			p.fetch(501, "echo") // and 1000 next
+		}},
+		{name: "2^64-1 is the last question id", violation: "question id 18446744073709551615 is not greater than 18446744073709551615", run: func(t *testing.T, p *rawPeer) {
+			p.fetch(1<<63, "echo")
+			p.fetch(math.MaxUint64, "echo") // allowed: answered
+			p.send(opFinish, uint64(math.MaxUint64))
+			p.send(opDeliver, []any{descYourExport, 0}, "fetch", []any{"echo"}, []any{}, uint64(math.MaxUint64))
+		}},
+		{name: "return with a reference index beyond its references", violation: "op:return for question 1: ocap: reference index 1, but the message carries 1 references", run: func(t *testing.T, p *rawPeer) {
+			relay := p.fetch(1, "relay")
+			p.send(opDeliver, []any{descYourExport, relay}, "relay", refArg(0), []any{[]any{descMyExport, 5}}, 2)
+			op := p.next() // the relay's message to the peer's export 5
+			require.Equal(t, opDeliver, op.op)
+			var q uint64
+			op.field(t, 4, &q)
+			require.EqualValues(t, 1, q)
+			p.send(opReturn, q, msgpack.RawMessage{0xd6, 0x62, 0, 0, 0, 1}, []any{[]any{descMyExport, 6}})
+		}},
+		{name: "return with a reference that is not fixext 4", violation: "op:return for question 1: ocap: a reference in an ext 8", run: func(t *testing.T, p *rawPeer) {
+			relay := p.fetch(1, "relay")
+			p.send(opDeliver, []any{descYourExport, relay}, "relay", refArg(0), []any{[]any{descMyExport, 5}}, 2)
+			require.Equal(t, opDeliver, p.next().op)
+			p.send(opReturn, 1, msgpack.RawMessage{0xc7, 4, 0x62, 0, 0, 0, 0}, []any{[]any{descMyExport, 6}})
 		}},
 		{name: "deliver to the sender's own object", violation: "op:deliver to an object of the sender's own", run: func(t *testing.T, p *rawPeer) {
 			p.send(opDeliver, []any{descMyExport, 1}, "hit", []any{}, []any{}, 1)
@@ -356,6 +473,7 @@ func TestHostilePeer(t *testing.T) {
 	probeRef := v.Spawn(&probe{})
 	node.Bind(probeName, probeRef)
 	node.Bind("echo", v.Spawn(echo{}))
+	node.Bind("relay", v.Spawn(relayActor{}))
 	friendSess, _ := pipeNodes(t, ctx, &friend, &node)
 	healthy := func(t *testing.T) {
 		t.Helper()
@@ -537,4 +655,30 @@ func TestSlowActorDoesNotBlockReader(t *testing.T) {
 		}
 	}()
 	requireDrained(t, sa, sb)
+}
+
+// TestQuestionIDsUsedUp: question ids are never reused on a connection, so
+// a session that has asked question 2^64-1 (the largest id, which the peer
+// accepts) asks no more: later messages that need an answer break at
+// once, and messages that need none still go.
+func TestQuestionIDsUsedUp(t *testing.T) {
+	ctx := testCtx(t)
+	v := newTestVat(t, "b")
+	var a, b Node
+	probeRef := v.Spawn(&probe{})
+	b.Bind("echo", v.Spawn(echo{}))
+	b.Bind("probe", probeRef)
+	sa, sb := pipeNodes(t, ctx, &a, &b)
+	e := awaitRef(t, ctx, sa.Fetch("echo"))
+	pr := awaitRef(t, ctx, sa.Fetch("probe"))
+	sa.mu.Lock()
+	sa.nextQ = math.MaxUint64
+	sa.mu.Unlock()
+	require.Equal(t, "pong", awaitValue[string](t, ctx, e.Send("ping")), "2^64-1 is a question id")
+	_, err := e.Send("ping").Await(ctx)
+	require.ErrorIs(t, err, errQuestionsUsedUp)
+	require.NoError(t, pr.SendOnly("hit"))
+	require.Eventually(t, func() bool { return awaitValue[int](t, ctx, probeRef.Send("hits")) == 1 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, sa.Err())
+	require.NoError(t, sb.Err())
 }

@@ -78,6 +78,11 @@ func encodePayload(v any) (payload, error) {
 	if err != nil {
 		return payload{}, err
 	}
+	// Raw msgpack in v may hold extension 98 that no Ref made: sent on,
+	// it would break the protocol.
+	if err := checkRefs(buf.Bytes(), len(refs)); err != nil {
+		return payload{}, err
+	}
 	return payload{data: buf.Bytes(), refs: refs}, nil
 }
 
@@ -120,6 +125,109 @@ func decodeRefExt(dec *msgpack.Decoder, v reflect.Value, extLen int) error {
 		return fmt.Errorf("ocap: reference index %d, but the message carries %d references", i, len(refs))
 	}
 	v.Set(reflect.ValueOf(refs[i]))
+	return nil
+}
+
+// checkRefs checks every reference in b, one msgpack value, against a
+// message that carries n references (PROTOCOL.md §19.3): each extension of
+// type 98 must be a fixext 4 whose index is below n. Extension payloads
+// are not looked into. It neither recurses nor allocates.
+func checkRefs(b []byte, n int) error {
+	pos := 0
+	// items counts the values still to read; each takes at least a byte,
+	// so it never exceeds len(b).
+	for items := uint64(1); items > 0; items-- {
+		if pos >= len(b) {
+			return errors.New("ocap: value truncated")
+		}
+		c := b[pos]
+		pos++
+		var skip, more uint64 // bytes of the item after c; values it contains
+		// length reads a big-endian length of w bytes at pos.
+		length := func(w int) (uint64, bool) {
+			if len(b)-pos < w {
+				return 0, false
+			}
+			var l uint64
+			for _, x := range b[pos : pos+w] {
+				l = l<<8 | uint64(x)
+			}
+			return l, true
+		}
+		ok := true
+		switch {
+		case c <= 0x7f || c >= 0xe0: // fixint
+		case c <= 0x8f: // fixmap
+			more = 2 * uint64(c&0x0f)
+		case c <= 0x9f: // fixarray
+			more = uint64(c & 0x0f)
+		case c <= 0xbf: // fixstr
+			skip = uint64(c & 0x1f)
+		default:
+			switch c {
+			case 0xc0, 0xc2, 0xc3: // nil, false, true
+			case 0xcc, 0xd0:
+				skip = 1
+			case 0xcd, 0xd1:
+				skip = 2
+			case 0xca, 0xce, 0xd2:
+				skip = 4
+			case 0xcb, 0xcf, 0xd3:
+				skip = 8
+			case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1 to 16: type, data
+				skip = 1 + 1<<(c-0xd4)
+				if pos < len(b) && int8(b[pos]) == refExtID {
+					if c != 0xd6 {
+						return fmt.Errorf("ocap: a reference of %d bytes, want fixext 4", 1<<(c-0xd4))
+					}
+					if len(b)-pos < 5 {
+						return errors.New("ocap: value truncated")
+					}
+					if i := binary.BigEndian.Uint32(b[pos+1:]); uint64(i) >= uint64(n) {
+						return fmt.Errorf("ocap: reference index %d, but the message carries %d references", i, n)
+					}
+				}
+			case 0xc4, 0xc5, 0xc6, 0xd9, 0xda, 0xdb: // bin 8/16/32, str 8/16/32
+				w := 1 << (c - 0xc4)
+				if c >= 0xd9 {
+					w = 1 << (c - 0xd9)
+				}
+				var l uint64
+				l, ok = length(w)
+				skip = uint64(w) + l
+			case 0xc7, 0xc8, 0xc9: // ext 8/16/32: length, type, data
+				w := 1 << (c - 0xc7)
+				var l uint64
+				l, ok = length(w)
+				if ok && len(b)-pos > w && int8(b[pos+w]) == refExtID {
+					return fmt.Errorf("ocap: a reference in an ext %d of %d bytes, want fixext 4", 8<<(c-0xc7), l)
+				}
+				skip = uint64(w) + 1 + l
+			case 0xdc, 0xdd: // array 16/32
+				w := 2 << (c - 0xdc)
+				more, ok = length(w)
+				skip = uint64(w)
+			case 0xde, 0xdf: // map 16/32
+				w := 2 << (c - 0xde)
+				more, ok = length(w)
+				more *= 2
+				skip = uint64(w)
+			default:
+				return fmt.Errorf("ocap: 0x%02x is not a msgpack type", c)
+			}
+		}
+		if !ok || uint64(len(b)-pos) < skip {
+			return errors.New("ocap: value truncated")
+		}
+		pos += int(skip)
+		if more > uint64(len(b)-pos) {
+			return errors.New("ocap: value truncated")
+		}
+		items += more
+	}
+	if pos != len(b) {
+		return fmt.Errorf("ocap: %d bytes after the value", len(b)-pos)
+	}
 	return nil
 }
 

@@ -48,25 +48,46 @@ func (s *Session) recvDeliver(r *opReader) *ProtocolError {
 	if to.kind == descMyExport {
 		return protocolErrorf("op:deliver to an object of the sender's own")
 	}
+	// Every reference in the arguments is checked now, whatever the method
+	// will decode: a bad one is the message's error (PROTOCOL.md §19.3),
+	// unless its target or a descriptor names nothing (§19.4).
+	var argErr error
+	if err := checkRefs(args, len(ds)); err != nil {
+		argErr = badArgs(method, "%v", err)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil
 	}
 	if hasQ {
-		if _, dup := s.answers[q]; dup {
+		// Question ids increase strictly: 0 and any id not above the
+		// peer's last one (reused, or going back) break the protocol.
+		if q <= s.lastQ {
 			s.mu.Unlock()
-			return protocolErrorf("question %d is already in use", q)
+			if q == 0 {
+				return protocolErrorf("question id 0 (question ids start at 1)")
+			}
+			return protocolErrorf("question id %d is not greater than %d, the peer's previous question id", q, s.lastQ)
 		}
 		if len(s.answers) >= s.lim.answers {
 			s.mu.Unlock()
 			return limitErrorf("MaxAnswers", "more than %d open answers: the peer asks questions and does not finish them", s.lim.answers)
 		}
+		s.lastQ = q
 	}
 	// Names are looked up before the new answer exists: a message cannot
 	// be sent to, or carry, the answer it is the question of. A message
-	// to nothing imports nothing: the references it carried are released.
+	// that is not delivered (its target or a descriptor names nothing, or
+	// a reference in it is bad) imports nothing: the references it
+	// carried are released.
 	tgt, terr := s.targetLocked(to)
+	if terr == nil {
+		terr = s.checkDescsLocked(ds)
+	}
+	if terr == nil {
+		terr = argErr
+	}
 	var refs []Ref
 	var rerr error
 	if terr == nil {
@@ -122,6 +143,9 @@ func (s *Session) recvReturn(r *opReader) *ProtocolError {
 	q, value, ds := r.uint(), r.raw(), r.descs(s.lim.descs)
 	if r.err != nil {
 		return nil
+	}
+	if err := checkRefs(value, len(ds)); err != nil {
+		return protocolErrorf("op:return for question %d: %v", q, err)
 	}
 	return s.answered(r.op, q, func() (payload, error, *ProtocolError) {
 		refs, err, perr := s.importAllLocked(ds)
@@ -250,16 +274,14 @@ func (s *Session) importAllLocked(ds []desc) ([]Ref, error, *ProtocolError) {
 	if len(ds) == 0 {
 		return nil, nil, nil
 	}
+	if err := s.checkDescsLocked(ds); err != nil {
+		s.releaseDescsLocked(ds)
+		return nil, err, nil
+	}
 	fresh := 0 // an upper bound on the imports the message adds
 	for _, d := range ds {
-		switch {
-		case d.kind == descMyExport:
+		if d.kind == descMyExport {
 			fresh++
-		default:
-			if _, err := s.targetLocked(d); err != nil {
-				s.releaseDescsLocked(ds)
-				return nil, err, nil
-			}
 		}
 	}
 	if len(s.imports)+fresh > s.lim.imports {
@@ -283,6 +305,20 @@ func (s *Session) importAllLocked(ds []desc) ([]Ref, error, *ProtocolError) {
 		refs[i] = Ref{t: t}
 	}
 	return refs, nil, nil
+}
+
+// checkDescsLocked returns the error of the first descriptor of kind 2
+// or 3 that names nothing, or nil. s.mu is held.
+func (s *Session) checkDescsLocked(ds []desc) error {
+	for _, d := range ds {
+		if d.kind == descMyExport {
+			continue
+		}
+		if _, err := s.targetLocked(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // releaseDescsLocked gives back, with op:release, the receipts of the

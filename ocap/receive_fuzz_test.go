@@ -32,6 +32,10 @@ func FuzzSessionReceive(f *testing.F) {
 	f.Add(newOp(opRelease, 2).uint(1).uint(1).bytes())
 	f.Add(newOp(opFinish, 1).uint(9).bytes())
 	f.Add(newOp(opAbort, 1).str("bye").bytes())
+	f.Add(newOp(opDeliver, 5).desc(desc{descYourExport, 1}).str("drive").raw([]byte{0x90}).descs(nil).uint(0).bytes())
+	f.Add(newOp(opDeliver, 5).desc(desc{descYourExport, 1}).str("drive").raw([]byte{0x90}).descs(nil).uint(1<<64 - 1).bytes())
+	f.Add(newOp(opDeliver, 5).desc(desc{descYourExport, 0}).str("fetch").raw([]byte{0x91, 0xc7, 4, 0x62, 0, 0, 0, 0}).descs([]desc{{descMyExport, 4}}).uint(5).bytes())
+	f.Add(newOp(opReturn, 3).uint(1).raw([]byte{0xd6, 0x62, 0, 0, 0, 1}).descs([]desc{{descMyExport, 4}}).bytes())
 	f.Add([]byte{0x91, 0xa3, 'o', 'p', ':'})
 	f.Add([]byte{0x96, 0xaa, 'o', 'p', ':', 'd', 'e', 'l', 'i', 'v', 'e', 'r', 0x92, 0x02, 0x00, 0xa5, 'f', 'e', 't', 'c', 'h', 0xc7, 0x01, 0x01, 0xdf})
 
@@ -45,7 +49,6 @@ func FuzzSessionReceive(f *testing.F) {
 type receiveFixture struct {
 	node   *Node
 	inputs int
-	probe  uint64 // question ids of the probes, far from the inputs' own
 
 	// The current connection.
 	peer    *bokbok.Conn
@@ -55,7 +58,7 @@ type receiveFixture struct {
 
 func newReceiveFixture(f *testing.F) *receiveFixture {
 	vat := NewVat("fuzz")
-	fx := &receiveFixture{node: &Node{}, probe: 1 << 62}
+	fx := &receiveFixture{node: &Node{}}
 	fx.node.Bind("car", vat.Spawn(&car{"Fuzz", "grey"}))
 	f.Cleanup(func() {
 		fx.disconnect()
@@ -155,9 +158,16 @@ func (fx *receiveFixture) input(t *testing.T, msg []byte) {
 		return
 	default:
 	}
-	// The session goes on: a fetch is answered.
-	fx.probe++
-	q := fx.probe
+	// The session goes on: a fetch is answered. Question ids increase,
+	// so the probe's is the next after the greatest the peer has used
+	// (the input's, perhaps); an input that used 2^64-1 leaves none.
+	fx.sess.mu.Lock()
+	q := fx.sess.lastQ + 1
+	fx.sess.mu.Unlock()
+	if q == 0 {
+		fx.disconnect()
+		return
+	}
 	fx.serve(newOp(opDeliver, 5).desc(desc{descYourExport, 0}).str("fetch").raw([]byte{0x91, 0xa3, 'c', 'a', 'r'}).descs(nil).uint(q).bytes())
 	fx.await(t, q)
 	fx.serve(newOp(opFinish, 1).uint(q).bytes())

@@ -46,8 +46,9 @@ type Session struct {
 	imports  map[uint64]*importEntry
 	gen      uint64 // import generations, see importEntry
 	quests   map[uint64]*promiseState
-	nextQ    uint64
+	nextQ    uint64 // 0 once every question id has been used
 	answers  map[uint64]*answerEntry
+	lastQ    uint64 // the peer's greatest question id so far (0: none yet)
 }
 
 // outMsg is a capability message waiting to be written, and the question
@@ -351,9 +352,12 @@ func (s *Session) transmit(to desc, m *message, w *flow) {
 	var b []byte
 	var err error
 	q := s.nextQ
-	if s.closed {
+	switch {
+	case s.closed:
 		err = &disconnected{cause: s.err}
-	} else {
+	case q == 0:
+		err = errQuestionsUsedUp
+	default:
 		b, err = s.deliverOpLocked(to, m, q, true)
 	}
 	if err != nil {

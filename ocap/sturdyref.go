@@ -51,26 +51,106 @@ const sturdyUserPrefix = "sturdy:"
 // bokbok.ErrAuth.)
 var ErrUnknownSturdyref = errors.New("ocap: the host does not know this sturdyref")
 
-// String returns the sturdyref's URI.
+// String returns the sturdyref's URI. The socket path and the realm are
+// percent-encoded as RFC 3986 §2.1 describes: every byte but the
+// unreserved characters (letters, digits, '-', '.', '_', '~') and, in the
+// path, '/' becomes %XX with upper-case hex digits (a space is %20, '+'
+// is %2B). In the host:port only '%' (of an IPv6 zone) is encoded, as %25.
 func (s Sturdyref) String() string {
-	var u url.URL
+	var b strings.Builder
 	if s.Addr.Network == "unix" {
-		u.Scheme = "bokbok+unix"
-		u.Path = s.Addr.Address + "/s/" + swissText(s.Swiss)
+		b.WriteString("bokbok+unix://")
+		b.WriteString(pctEncode(s.Addr.Address, "/"))
 	} else {
-		u.Scheme = "bokbok"
-		u.Host = s.Addr.Address
-		u.Path = "/s/" + swissText(s.Swiss)
+		b.WriteString("bokbok://")
+		b.WriteString(pctEncode(s.Addr.Address, ":[]"))
 	}
+	b.WriteString("/s/")
+	b.WriteString(swissText(s.Swiss))
 	if s.Realm != "" {
-		u.RawQuery = url.Values{"realm": {s.Realm}}.Encode()
+		b.WriteString("?realm=")
+		b.WriteString(pctEncode(s.Realm, ""))
 	}
-	return u.String()
+	return b.String()
+}
+
+// isUnreserved reports whether c is an unreserved character of RFC 3986.
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// isPathChar reports whether c may stand for itself in the path of a
+// URI (RFC 3986 §3.3: unreserved, sub-delims, ':', '@', and '/').
+func isPathChar(c byte) bool {
+	return isUnreserved(c) || strings.IndexByte("!$&'()*+,;=:@/", c) >= 0
+}
+
+// pctEncode percent-encodes every byte of s except the unreserved
+// characters and those in keep, with upper-case hex digits.
+func pctEncode(s, keep string) string {
+	const hexDigits = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isUnreserved(c) || strings.IndexByte(keep, c) >= 0 {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&15])
+	}
+	return b.String()
+}
+
+// pctDecode decodes %XX (hex digits of either case) in s, in which every
+// other byte must be one that literal accepts.
+func pctDecode(s string, literal func(byte) bool) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				end := min(i+3, len(s))
+				return "", fmt.Errorf("bad percent-encoding %q", s[i:end])
+			}
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+		case literal(c):
+			b.WriteByte(c)
+		case c >= 0x80:
+			return "", fmt.Errorf("byte 0x%02x must be percent-encoded", c)
+		default:
+			return "", fmt.Errorf("%q must be percent-encoded", c)
+		}
+	}
+	return b.String(), nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 func swissText(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 // ParseSturdyref parses a sturdyref URI; errors say what is wrong with it.
+// It decodes RFC 3986 percent-encoding (hex digits of either case) in the
+// socket path and the realm. The realm may hold only unreserved characters
+// and %XX: a '+' or a space there is refused rather than guessed at (the
+// form encoding of HTML would read '+' as a space). The swiss number
+// follows the last "/s/" of the path as written, so an encoded '/' (%2F)
+// belongs to the socket path.
 func ParseSturdyref(uri string) (Sturdyref, error) {
 	bad := func(format string, args ...any) (Sturdyref, error) {
 		return Sturdyref{}, fmt.Errorf("ocap: bad sturdyref %q: %s", redactSwiss(uri), fmt.Sprintf(format, args...))
@@ -84,7 +164,6 @@ func ParseSturdyref(uri string) (Sturdyref, error) {
 		return bad("it has parts a sturdyref does not (user, fragment, or no //)")
 	}
 	var s Sturdyref
-	path := u.Path
 	switch u.Scheme {
 	case "bokbok":
 		if u.Host == "" {
@@ -102,15 +181,33 @@ func ParseSturdyref(uri string) (Sturdyref, error) {
 	default:
 		return bad("the scheme is %q, want bokbok or bokbok+unix", u.Scheme)
 	}
-	i := strings.LastIndex(path, "/s/")
+	// The path and the query as written: url.Parse decodes the path, and
+	// a separator must not be read where a "/" is data (%2F).
+	rest, ok := strings.CutPrefix(uri[len(u.Scheme):], "://")
+	if !ok {
+		return bad("it has parts a sturdyref does not (user, fragment, or no //)")
+	}
+	rest, rawQuery, hasQuery := strings.Cut(rest, "?")
+	rawAuth, rawPath := rest, ""
+	if j := strings.IndexByte(rest, '/'); j >= 0 {
+		rawAuth, rawPath = rest[:j], rest[j:]
+	}
+	if strings.Count(rawAuth, "%") != strings.Count(rawAuth, "%25") {
+		return bad("percent-encoding in the host other than %%25 (the '%%' of an IPv6 zone)")
+	}
+	i := strings.LastIndex(rawPath, "/s/")
 	if i < 0 {
 		return bad("no /s/SWISS at the end")
 	}
-	sock, text := path[:i], path[i+len("/s/"):]
-	if s.Addr.Network == "tcp" && sock != "" {
+	rawSock, text := rawPath[:i], rawPath[i+len("/s/"):]
+	if s.Addr.Network == "tcp" && rawSock != "" {
 		return bad("a path before /s/ (only bokbok+unix has one)")
 	}
 	if u.Scheme == "bokbok+unix" {
+		sock, err := pctDecode(rawSock, isPathChar)
+		if err != nil {
+			return bad("the socket path: %v", err)
+		}
 		if !strings.HasPrefix(sock, "/") || len(sock) < 2 {
 			return bad("no absolute socket path before /s/")
 		}
@@ -123,17 +220,24 @@ func ParseSturdyref(uri string) (Sturdyref, error) {
 	if len(s.Swiss) < minSwissSize {
 		return bad("the swiss number has %d bytes, want at least %d", len(s.Swiss), minSwissSize)
 	}
-	// url.URL.Query would silently drop malformed pairs (such as a bad
-	// escape or a ';'), and with them an unknown parameter or the realm.
-	query, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return bad("malformed query: %v", err)
-	}
-	for k, vs := range query {
-		if k != "realm" || len(vs) != 1 {
-			return bad("unknown or repeated query parameter %q", k)
+	if hasQuery {
+		if rawQuery == "" {
+			return bad("an empty query (a sturdyref without a realm has none)")
 		}
-		s.Realm = vs[0]
+		seen := false
+		for _, kv := range strings.Split(rawQuery, "&") {
+			k, v, _ := strings.Cut(kv, "=")
+			if k != "realm" || seen {
+				return bad("unknown or repeated query parameter %q", k)
+			}
+			seen = true
+			if s.Realm, err = pctDecode(v, isUnreserved); err != nil {
+				return bad("malformed query: the realm: %v (RFC 3986 percent-encoding: a space is %%20, '+' is %%2B)", err)
+			}
+			if s.Realm == "" {
+				return bad("an empty realm (a sturdyref without a realm has no query)")
+			}
+		}
 	}
 	if len(s.Realm) > 255 {
 		return bad("the realm has %d bytes, want at most 255", len(s.Realm))

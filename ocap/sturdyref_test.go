@@ -57,6 +57,7 @@ func TestSturdyrefURIRoundTrip(t *testing.T) {
 		{
 			name: "ipv6 zone",
 			s:    Sturdyref{Addr: bokbok.Addr{Network: "tcp", Address: "[fe80::1%eth0]:7000"}, Swiss: srSwiss32},
+			uri:  "bokbok://[fe80::1%25eth0]:7000/s/" + text,
 		},
 		{
 			name: "unix",
@@ -76,6 +77,12 @@ func TestSturdyrefURIRoundTrip(t *testing.T) {
 		{
 			name: "unix path with characters to escape",
 			s:    Sturdyref{Addr: bokbok.Addr{Network: "unix", Address: "/run/my app/a?b#c%d/ü.sock"}, Swiss: srSwiss32},
+			uri:  "bokbok+unix:///run/my%20app/a%3Fb%23c%25d/%C3%BC.sock/s/" + text,
+		},
+		{
+			name: "unix path with sub-delims",
+			s:    Sturdyref{Addr: bokbok.Addr{Network: "unix", Address: "/run/a+b:c@d=e;f,g!h$i&j'k(l)m*n~o.sock"}, Swiss: srSwiss32},
+			uri:  "bokbok+unix:///run/a%2Bb%3Ac%40d%3De%3Bf%2Cg%21h%24i%26j%27k%28l%29m%2An~o.sock/s/" + text,
 		},
 		{
 			name: "realm",
@@ -89,12 +96,21 @@ func TestSturdyrefURIRoundTrip(t *testing.T) {
 				Realm: "my realm/&x=y?#%+é\x00",
 				Swiss: srSwiss32,
 			},
-			uri: "bokbok://127.0.0.1:7000/s/" + text + "?realm=my+realm%2F%26x%3Dy%3F%23%25%2B%C3%A9%00",
+			uri: "bokbok://127.0.0.1:7000/s/" + text + "?realm=my%20realm%2F%26x%3Dy%3F%23%25%2B%C3%A9%00",
 		},
 		{
 			name: "unix and realm",
 			s:    Sturdyref{Addr: bokbok.Addr{Network: "unix", Address: "/tmp/s/x.sock"}, Realm: "a b", Swiss: srSwiss32},
-			uri:  "bokbok+unix:///tmp/s/x.sock/s/" + text + "?realm=a+b",
+			uri:  "bokbok+unix:///tmp/s/x.sock/s/" + text + "?realm=a%20b",
+		},
+		{
+			name: "realm of every byte",
+			s:    Sturdyref{Addr: bokbok.Addr{Network: "tcp", Address: "h:1"}, Realm: srEveryByte(1, 255), Swiss: srSwiss32},
+		},
+		{
+			name: "realm of unreserved characters",
+			s:    Sturdyref{Addr: bokbok.Addr{Network: "tcp", Address: "h:1"}, Realm: "AZaz09-._~", Swiss: srSwiss32},
+			uri:  "bokbok://h:1/s/" + text + "?realm=AZaz09-._~",
 		},
 		{
 			name: "longest realm",
@@ -132,17 +148,45 @@ func TestSturdyrefURIRoundTrip(t *testing.T) {
 
 func TestSturdyrefURIAcceptsEquivalentForms(t *testing.T) {
 	text := base64.RawURLEncoding.EncodeToString(srSwiss32)
-	want := Sturdyref{Addr: bokbok.Addr{Network: "tcp", Address: "127.0.0.1:7000"}, Realm: "a b", Swiss: srSwiss32}
+	want := Sturdyref{Addr: bokbok.Addr{Network: "tcp", Address: "127.0.0.1:7000"}, Realm: "a b/é", Swiss: srSwiss32}
 	for _, uri := range []string{
-		"bokbok://127.0.0.1:7000/s/" + text + "?realm=a+b",
-		"bokbok://127.0.0.1:7000/s/" + text + "?realm=a%20b",
-		"BOKBOK://127.0.0.1:7000/s/" + text + "?realm=a%20b", // schemes ignore case
-		"bokbok://127.0.0.1:7000/%73/" + text + "?realm=a%20b",
+		"bokbok://127.0.0.1:7000/s/" + text + "?realm=a%20b%2F%C3%A9",
+		"bokbok://127.0.0.1:7000/s/" + text + "?realm=a%20b%2f%c3%a9",     // hex digits of either case
+		"BOKBOK://127.0.0.1:7000/s/" + text + "?realm=a%20b%2F%C3%A9",     // schemes ignore case
+		"Bokbok://127.0.0.1:7000/s/" + text + "?realm=%61%20%62%2F%C3%A9", // unreserved characters encoded
 	} {
 		got, err := ParseSturdyref(uri)
 		require.NoError(t, err, uri)
 		require.Equal(t, want, got, uri)
 	}
+	// In the socket path, sub-delims, ':' and '@' may stand for
+	// themselves, and an encoded '/' is part of the path, never a
+	// separator.
+	unix := func(path string) Sturdyref {
+		return Sturdyref{Addr: bokbok.Addr{Network: "unix", Address: path}, Swiss: srSwiss32}
+	}
+	for uri, want := range map[string]Sturdyref{
+		"bokbok+unix:///run/a+b:c@d,e.sock/s/" + text:                 unix("/run/a+b:c@d,e.sock"),
+		"bokbok+unix:///run/a%2Bb%3Ac%40d%2ce.sock/s/" + text:         unix("/run/a+b:c@d,e.sock"),
+		"BOKBOK+UNIX:///run/x.sock/s/" + text:                         unix("/run/x.sock"),
+		"bokbok+unix:///tmp%2Fs%2F" + text + "/s/" + text:             unix("/tmp/s/" + text),
+		"bokbok+unix:///tmp/%73/x/s/" + text:                          unix("/tmp/s/x"),
+		"bokbok+unix:///a%20b/s/" + text + "?realm=%2B":               {Addr: bokbok.Addr{Network: "unix", Address: "/a b"}, Realm: "+", Swiss: srSwiss32},
+		"bokbok+unix:///tmp/s/x/s/" + text + "?realm=x%2Fs%2F" + text: {Addr: bokbok.Addr{Network: "unix", Address: "/tmp/s/x"}, Realm: "x/s/" + text, Swiss: srSwiss32},
+	} {
+		got, err := ParseSturdyref(uri)
+		require.NoError(t, err, uri)
+		require.Equal(t, want, got, uri)
+	}
+}
+
+// srEveryByte returns the bytes from first to last, in order.
+func srEveryByte(first, last byte) string {
+	var b []byte
+	for c := int(first); c <= int(last); c++ {
+		b = append(b, byte(c))
+	}
+	return string(b)
 }
 
 func TestSturdyrefURIRejects(t *testing.T) {
@@ -189,6 +233,30 @@ func TestSturdyrefURIRejects(t *testing.T) {
 		{"two swiss numbers for tcp", "bokbok://127.0.0.1:7000/s/" + good + "/s/" + good, "a path before /s/"},
 		{"host for unix", "bokbok+unix://host/run/app.sock/s/" + good, "takes an absolute socket path"},
 		{"control character", "bokbok://127.0.0.1:7000/s/" + good + "\n", "bad sturdyref"},
+		// Percent-encoding is RFC 3986's, and only in the socket path and
+		// the realm (PROTOCOL.md §20.1).
+		{"plus in the realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=a+b", `the realm: '+' must be percent-encoded (RFC 3986 percent-encoding: a space is %20, '+' is %2B)`},
+		{"space in the realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=a b", "bad sturdyref"},
+		{"slash in the realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=a/b", `the realm: '/' must be percent-encoded`},
+		{"colon in the realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=a:b", `the realm: ':' must be percent-encoded`},
+		{"question mark in the realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=a?b", `the realm: '?' must be percent-encoded`},
+		{"raw non-ASCII in the realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=é", `the realm: byte 0xc3 must be percent-encoded`},
+		{"truncated escape in the realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=a%2", `bad percent-encoding "%2"`},
+		{"lone percent in the realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=100%", `bad percent-encoding "%"`},
+		{"empty realm", "bokbok://127.0.0.1:7000/s/" + good + "?realm=", "an empty realm"},
+		{"realm without =", "bokbok://127.0.0.1:7000/s/" + good + "?realm", "an empty realm"},
+		{"empty query", "bokbok://127.0.0.1:7000/s/" + good + "?", "an empty query"},
+		{"encoded parameter name", "bokbok://127.0.0.1:7000/s/" + good + "?r%65alm=a", `unknown or repeated query parameter "r%65alm"`},
+		{"encoded separator", "bokbok://127.0.0.1:7000/%73/" + good, "no /s/SWISS at the end"},
+		{"encoded slashes around s", "bokbok://127.0.0.1:7000%2Fs%2F" + good, "bad sturdyref"},
+		{"encoded swiss", "bokbok://127.0.0.1:7000/s/%" + strings.ToUpper(hex.EncodeToString([]byte(good[:1]))) + good[1:], "not unpadded base64url"},
+		{"encoded character in a zone", "bokbok://[fe80::1%25eth%30]:7000/s/" + good, "percent-encoding in the host other than %25"},
+		{"encoded character in a host", "bokbok://%61b:1/s/" + good, "bad sturdyref"},
+		{"unix path with a character to encode", "bokbok+unix:///tmp/a|b/s/" + good, `the socket path: '|' must be percent-encoded`},
+		{"unix path with raw non-ASCII", "bokbok+unix:///tmp/ü/s/" + good, "the socket path: byte 0xc3 must be percent-encoded"},
+		{"unix path with a bad escape", "bokbok+unix:///tmp/%zz/s/" + good, "bad sturdyref"},
+		{"unix with one slash", "bokbok+unix:/tmp/x.sock/s/" + good, "no //"},
+		{"unix socket path of an encoded slash", "bokbok+unix://%2F/s/" + good, "bad sturdyref"},
 		{"space in host", "bokbok://exa mple:1/s/" + good, "bad sturdyref"},
 	}
 	for _, c := range cases {
@@ -279,6 +347,11 @@ func FuzzParseSturdyref(f *testing.F) {
 		"bokbok://u@h:1/s/" + good + "#f",
 		"http://h:1/s/" + good,
 		"bokbok://h:1/a/s/!!",
+		"bokbok://h:1/s/" + good + "?realm=a%20b%2B%2F%25%C3%A9",
+		"bokbok://h:1/s/" + good + "?realm=a%2fb%c3%a9~",
+		"bokbok+unix:///tmp%2Fs%2F" + good + "/s/" + good,
+		"bokbok+unix:///a+b:c@d/s/" + good + "?realm=%2B",
+		"bokbok://a%25b:1/s/" + good,
 		"",
 	} {
 		f.Add(seed)
@@ -307,6 +380,14 @@ func FuzzParseSturdyref(f *testing.F) {
 			t.Fatalf("ParseSturdyref(%q) gave network %q", uri, s.Addr.Network)
 		}
 		again := s.String()
+		// The canonical form: RFC 3986 percent-encoding, upper-case hex,
+		// nothing encoded that need not be.
+		if q, ok := strings.CutPrefix(again[strings.LastIndex(again, "/s/"):], "/s/"+swissText(s.Swiss)); !ok || (q != "" && q != "?realm="+pctEncode(s.Realm, "")) {
+			t.Fatalf("ParseSturdyref(%q) = %+v, whose URI %q does not end in its canonical swiss number and realm", uri, s, again)
+		}
+		if _, rest, _ := strings.Cut(again, "://"); strings.ContainsAny(rest, " +") {
+			t.Fatalf("URI %q has a space or '+'", again)
+		}
 		s2, err := ParseSturdyref(again)
 		if err != nil {
 			t.Fatalf("ParseSturdyref(%q) = %+v, whose URI %q does not parse: %v", uri, s, again, err)

@@ -36,7 +36,10 @@ Requests: each message is a map {"method": NAME, "params": VALUE}, where
                    server's clock, RFC 3339)
   sleep  MS        waits MS milliseconds, then replies {"slept_ms": MS}; it
                    stops early, with an error, when the caller cancels or
-                   its deadline passes (try "bokbok call --timeout 1s")
+                   its deadline passes (try "bokbok call --timeout 1s");
+                   when the server begins a graceful shutdown it stops at
+                   once and replies {"slept_ms": T, "cut_short": REASON},
+                   T being the time it did sleep
   error  {"code": C, "message": M}
                    fails with a remote error of code C and message M (both
                    optional; a bare string is the message), to try a
@@ -199,7 +202,13 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	sctx, cancel := context.WithTimeout(context.Background(), *grace)
 	err = srv.Shutdown(sctx)
 	cancel()
-	if err != nil && *grace > 0 {
+	var unfinished *bokbok.ShutdownError
+	switch {
+	case errors.As(err, &unfinished) && errors.Is(err, context.DeadlineExceeded):
+		log.Warn("grace period over: closed the connections still busy", "grace", *grace, "requests_cut", unfinished.Incoming)
+	case errors.As(err, &unfinished):
+		log.Warn("connections closed by their peers during the shutdown", "requests_cut", unfinished.Incoming)
+	case err != nil && *grace > 0:
 		log.Warn("grace period over: closed the connections still busy", "grace", *grace)
 	}
 	<-served
@@ -307,7 +316,7 @@ func (s *inspector) ServeBokbok(ctx context.Context, req *bokbok.Request) (any, 
 			"time":   time.Now().Format(time.RFC3339Nano),
 		}, nil
 	case "sleep":
-		return serveSleep(ctx, params)
+		return serveSleep(ctx, params, c.Draining())
 	case "error":
 		return nil, remoteErrorFor(params)
 	}
@@ -342,7 +351,9 @@ func parseServeMessage(req *bokbok.Request) (string, msgpack.RawMessage, error) 
 	return method, m["params"], nil
 }
 
-func serveSleep(ctx context.Context, params msgpack.RawMessage) (any, error) {
+// serveSleep sleeps as asked, but not past the start of a graceful
+// shutdown (draining), so that it never holds a drain until its deadline.
+func serveSleep(ctx context.Context, params msgpack.RawMessage, draining <-chan struct{}) (any, error) {
 	const want = `sleep wants the milliseconds to sleep as params, e.g. {"method": "sleep", "params": 500}`
 	var ms float64
 	if len(params) == 0 || msgpack.Unmarshal(params, &ms) != nil {
@@ -351,12 +362,16 @@ func serveSleep(ctx context.Context, params msgpack.RawMessage) (any, error) {
 	if math.IsNaN(ms) || ms < 0 || ms > float64(maxSleep/time.Millisecond) {
 		return nil, bokbok.Errorf(codeBadParams, "sleep: %v ms is out of range 0 to %d (%v)", ms, maxSleep/time.Millisecond, maxSleep)
 	}
+	start := time.Now()
 	t := time.NewTimer(time.Duration(ms * float64(time.Millisecond)))
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
 		return nil, ctx.Err() // sent as bokbok.canceled or bokbok.deadline_exceeded
+	case <-draining:
+		slept := time.Since(start).Milliseconds()
+		return map[string]any{"slept_ms": slept, "cut_short": "the server is shutting down"}, nil
 	}
 	var slept any = ms
 	if ms == math.Trunc(ms) {
