@@ -190,14 +190,15 @@ type atkRaw struct {
 	rr *recordReader
 }
 
-// atkRawOpen performs a whole client handshake by hand over nc: preamble,
-// message 1, message 2, both first records.
-func atkRawOpen(t testing.TB, nc net.Conn, key Key, user string) *atkRaw {
+// atkRawHandshake sends the preamble and message 1 by hand over nc, reads
+// the server's preamble and message 2, and derives the keys; no record is
+// read or sent. br reads what follows.
+func atkRawHandshake(t testing.TB, nc net.Conn, key Key, user string) (br *bufio.Reader, toServer, toClient Key) {
 	t.Helper()
 	ns, hello := atkHello(t, key, user, atkRealm, nil)
 	_, err := nc.Write(hello)
 	require.NoError(t, err)
-	br := bufio.NewReader(nc)
+	br = bufio.NewReader(nc)
 	pre := make([]byte, preambleSize)
 	_, err = io.ReadFull(br, pre)
 	require.NoError(t, err)
@@ -207,7 +208,15 @@ func atkRawOpen(t testing.TB, nc net.Conn, key Key, user string) *atkRaw {
 	require.NotEmpty(t, m2, "the server refused")
 	_, err = ns.readMessage2(m2)
 	require.NoError(t, err)
-	toServer, toClient := ns.split()
+	toServer, toClient = ns.split()
+	return br, toServer, toClient
+}
+
+// atkRawOpen performs a whole client handshake by hand over nc: preamble,
+// message 1, message 2, both first records.
+func atkRawOpen(t testing.TB, nc net.Conn, key Key, user string) *atkRaw {
+	t.Helper()
+	br, toServer, toClient := atkRawHandshake(t, nc, key, user)
 	r := &atkRaw{nc: nc, br: br,
 		rw: newRecordWriter(nc, toServer, dirClientToServer),
 		rr: newRecordReader(br, toClient, dirServerToClient)}
@@ -603,7 +612,27 @@ func TestAtkLowOrderMessage1(t *testing.T) {
 // It returns the transport keys.
 func atkFakeServer(t testing.TB, nc net.Conn, key Key, ePub *[32]byte, full bool) (toServer, toClient Key) {
 	t.Helper()
-	br := bufio.NewReader(nc)
+	br, toServer, toClient := atkFakeServerHandshake(t, nc, key, ePub)
+	if full {
+		rw := newRecordWriter(nc, toClient, dirServerToClient)
+		_, err := rw.Write(atkSettingsFrame())
+		require.NoError(t, err)
+		require.NoError(t, rw.Flush())
+		fr := frameReader{r: newRecordReader(br, toServer, dirClientToServer)}
+		h, _, err := fr.next()
+		require.NoError(t, err, "the client's first record")
+		require.Equal(t, kindSettings, h.kind)
+	}
+	return toServer, toClient
+}
+
+// atkFakeServerHandshake reads a client's preamble and message 1 by hand
+// over nc, answers with message 2 (with ePub, if set, as its ephemeral
+// key), and returns the keys and the reader of what follows; no record is
+// read or sent.
+func atkFakeServerHandshake(t testing.TB, nc net.Conn, key Key, ePub *[32]byte) (br *bufio.Reader, toServer, toClient Key) {
+	t.Helper()
+	br = bufio.NewReader(nc)
 	pre := make([]byte, preambleSize)
 	_, err := io.ReadFull(br, pre)
 	require.NoError(t, err)
@@ -624,17 +653,7 @@ func atkFakeServer(t testing.TB, nc net.Conn, key Key, ePub *[32]byte, full bool
 	_, err = nc.Write(appendHandshakeMsg(appendPreamble(nil, modeSecure), m2))
 	require.NoError(t, err)
 	toServer, toClient = ns.split()
-	if full {
-		rw := newRecordWriter(nc, toClient, dirServerToClient)
-		_, err = rw.Write(atkSettingsFrame())
-		require.NoError(t, err)
-		require.NoError(t, rw.Flush())
-		fr := frameReader{r: newRecordReader(br, toServer, dirClientToServer)}
-		h, _, err := fr.next()
-		require.NoError(t, err, "the client's first record")
-		require.Equal(t, kindSettings, h.kind)
-	}
-	return toServer, toClient
+	return br, toServer, toClient
 }
 
 type atkOpened struct {

@@ -139,52 +139,13 @@ type rulesClient struct {
 	toServer, toClient Key
 }
 
-// rulesHandshake sends the preamble and message 1 by hand over nc, reads
-// the server's preamble and message 2, and derives the keys; no record is
-// read or sent.
+// rulesHandshake runs the handshake by hand over nc (see
+// atkRawHandshake); no record is read or sent.
 func rulesHandshake(t testing.TB, nc net.Conn, key Key, user string) *rulesClient {
 	t.Helper()
-	ns, hello := atkHello(t, key, user, atkRealm, nil)
-	_, err := nc.Write(hello)
-	require.NoError(t, err)
-	br := bufio.NewReader(nc)
-	pre := make([]byte, preambleSize)
-	_, err = io.ReadFull(br, pre)
-	require.NoError(t, err)
-	require.Equal(t, appendPreamble(nil, modeSecure), pre)
-	m2, err := readHandshakeMsg(br, "message 2")
-	require.NoError(t, err)
-	require.NotEmpty(t, m2, "the server refused")
-	_, err = ns.readMessage2(m2)
-	require.NoError(t, err)
-	c := &rulesClient{nc: nc, br: br}
-	c.toServer, c.toClient = ns.split()
+	c := &rulesClient{nc: nc}
+	c.br, c.toServer, c.toClient = atkRawHandshake(t, nc, key, user)
 	return c
-}
-
-// rulesFakeServer reads a client's preamble and message 1 by hand over nc,
-// answers as a server that knows key, and returns the keys; no record is
-// read or sent.
-func rulesFakeServer(t testing.TB, nc net.Conn, key Key) (br *bufio.Reader, toServer, toClient Key) {
-	t.Helper()
-	br = bufio.NewReader(nc)
-	pre := make([]byte, preambleSize)
-	_, err := io.ReadFull(br, pre)
-	require.NoError(t, err)
-	body, err := readHandshakeMsg(br, "message 1")
-	require.NoError(t, err)
-	user, m1, err := splitMessage1(body)
-	require.NoError(t, err)
-	ns, err := newNoiseState(securePrologue(atkRealm, user), nil)
-	require.NoError(t, err)
-	_, err = ns.readMessage1(&key, m1)
-	require.NoError(t, err)
-	m2, err := ns.writeMessage2(handshakePayload)
-	require.NoError(t, err)
-	_, err = nc.Write(appendHandshakeMsg(appendPreamble(nil, modeSecure), m2))
-	require.NoError(t, err)
-	toServer, toClient = ns.split()
-	return br, toServer, toClient
 }
 
 // --- §15: answering message 1 ----------------------------------------------------
@@ -577,7 +538,7 @@ func TestSecureRulesFirstRecordSent(t *testing.T) {
 		cfg := atkClientConfig(alice, "alice", nil)
 		cfg.KeepaliveInterval = time.Millisecond
 		opened := atkNewConn(a, cfg)
-		br, toServer, toClient := rulesFakeServer(t, b, alice)
+		br, toServer, toClient := atkFakeServerHandshake(t, b, alice, nil)
 		go b.Write(rulesSeal(toClient, 0, dirServerToClient, rulesDataRecord(atkSettingsFrame()), false))
 		exactlySettings(t, rulesOpen(t, toServer, 0, dirClientToServer, rulesReadRecord(t, br)))
 		r := atkRecv(t, opened, "NewConn")
@@ -645,7 +606,7 @@ func TestSecureRulesFirstRecordToClient(t *testing.T) {
 			cfg := atkClientConfig(alice, "alice", nil)
 			cfg.HandshakeTimeout = 20 * time.Second
 			opened := atkNewConn(a, cfg)
-			br, toServer, toClient := rulesFakeServer(t, b, alice)
+			br, toServer, toClient := atkFakeServerHandshake(t, b, alice, nil)
 			start := time.Now()
 			go b.Write(rulesSeal(toClient, 0, dirServerToClient, tc.records[0], false))
 			rulesOpen(t, toServer, 0, dirClientToServer, rulesReadRecord(t, br))

@@ -158,7 +158,7 @@ func runDemo(t *testing.T, args ...string) string {
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(append([]string{"demo"}, args...), " "), err, out)
 	}
-	if d := time.Since(start); d > 10*time.Second {
+	if d := time.Since(start); d > 25*time.Second { // it takes a second or two; a loaded machine under -race, several
 		t.Errorf("the demo took %v", d)
 	}
 	return string(out)

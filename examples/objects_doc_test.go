@@ -18,7 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"unicode"
+
+	"github.com/bokbok-go/bokbok/ocap"
 )
 
 // docMethod is one row of an object's table.
@@ -150,7 +151,7 @@ func (p *goProgram) methods(t *testing.T, name string) (map[string]goMethod, boo
 			}
 			m, ok := invocable(t, fd)
 			if ok {
-				out[kebab(fd.Name.Name)] = m
+				out[ocap.MethodName(fd.Name.Name)] = m
 			}
 		}
 	}
@@ -253,25 +254,6 @@ func stringLit(e ast.Expr) (string, bool) {
 	}
 	s, err := strconv.Unquote(bl.Value)
 	return s, err == nil
-}
-
-// kebab is ocap's kebab-case form of a Go method name: MakeCar is
-// make-car, HTTPGet is http-get.
-func kebab(name string) string {
-	rs := []rune(name)
-	var b strings.Builder
-	for i, r := range rs {
-		if unicode.IsUpper(r) {
-			prevLower := i > 0 && (unicode.IsLower(rs[i-1]) || unicode.IsDigit(rs[i-1]))
-			nextLower := i > 0 && i+1 < len(rs) && unicode.IsUpper(rs[i-1]) && unicode.IsLower(rs[i+1])
-			if prevLower || nextLower {
-				b.WriteByte('-')
-			}
-			r = unicode.ToLower(r)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // sent returns the method names the program sends (the first argument of

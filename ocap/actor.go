@@ -139,7 +139,7 @@ func newBehavior(actor any) (behavior, string, error) {
 		}
 		name := v.Type().Method(i).Name
 		t[name] = f
-		t[kebab(name)] = f
+		t[MethodName(name)] = f
 	}
 	if len(t) == 0 {
 		return nil, "", fmt.Errorf("ocap: %T has no exported method a message can invoke", actor)
@@ -258,9 +258,11 @@ func (f methodFunc) decodeArgs(m *message, in *[]reflect.Value) error {
 	return nil
 }
 
-// kebab turns a Go method name into its kebab-case form: MakeCar becomes
-// make-car, HTTPGet becomes http-get.
-func kebab(name string) string {
+// MethodName returns the name a peer uses to call an actor's exported Go
+// method: its kebab-case form. MakeCar is reached as make-car, HTTPGet as
+// http-get, Get2Things as get2-things.
+func MethodName(goName string) string {
+	name := goName
 	rs := []rune(name)
 	var b strings.Builder
 	for i, r := range rs {

@@ -121,7 +121,7 @@ func TestReflectionDispatch(t *testing.T) {
 	}
 }
 
-func TestKebab(t *testing.T) {
+func TestMethodName(t *testing.T) {
 	for in, want := range map[string]string{
 		"MakeCar":    "make-car",
 		"Drive":      "drive",
@@ -132,7 +132,7 @@ func TestKebab(t *testing.T) {
 		"Get2Things": "get2-things",
 		"IsLocal":    "is-local",
 	} {
-		require.Equal(t, want, kebab(in), in)
+		require.Equal(t, want, MethodName(in), in)
 	}
 }
 

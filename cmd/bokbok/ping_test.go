@@ -335,7 +335,7 @@ func TestPingInterrupted(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	code, out, _ := plRun(ctx, t, "ping", p.addr, "--insecure", "--count", "0", "--interval", "20ms")
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > 10*time.Second { // generous: a loaded machine
 		t.Errorf("ping took %v after the interrupt", d)
 	}
 	if code != exitOK {
