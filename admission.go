@@ -32,7 +32,7 @@ func (in *inbound) startLocked(h frameHeader, p []byte) (*inMsg, error) {
 		return nil, protocolErrorf("%s with id %d, which a running request still holds", h.kind, h.id)
 	}
 	total, _ := announced(p) // a frame too short for it fails in the assembly
-	m := &inMsg{id: h.id, kind: h.kind, nested: h.flags&flagNested != 0}
+	m := &inMsg{id: h.id, kind: h.kind, nested: h.flags&flagNested != 0, header: h.flags&flagHeader != 0}
 	switch h.kind {
 	case kindNotify:
 		if in.unacked++; in.unacked > c.cfg.NotifyWindow {

@@ -22,25 +22,32 @@ type call struct {
 
 	// written by finish before done closes
 	body []byte
+	md   Metadata
 	err  error
 
 	asm       assembly  // the answer being received; owned by the reader
 	asmKind   frameKind // RESPONSE or ERROR, once the first frame arrived
+	asmHeader bool      // the answer's first frame had flagHeader
 	abandoned bool      // the caller gave up; guarded by Conn.mu
 }
 
 // finish completes the call. Only the goroutine that removed the call from
 // the pending map (under Conn.mu) may call it.
-func (cl *call) finish(body []byte, err error) {
-	cl.body, cl.err = body, err
+func (cl *call) finish(body []byte, md Metadata, err error) {
+	cl.body, cl.md, cl.err = body, md, err
 	close(cl.done)
 }
 
 // Response is the peer's reply to a request.
 type Response struct {
 	raw   []byte
+	md    Metadata
 	limit int64 // the connection's MaxReceiveBytes, for Decode
 }
+
+// Metadata returns the metadata the peer's handler attached to the reply
+// (see Request.SetReplyMetadata), or nil. The caller must not modify it.
+func (r *Response) Metadata() Metadata { return r.md }
 
 // Decode decodes the reply into out, which must be a pointer, as
 // msgpack.Unmarshal would. Decoded into an interface value, maps become
@@ -71,38 +78,67 @@ func (r *Response) Raw() []byte { return r.raw }
 // ErrClosed, which may wrap those as the reason a connection closed) never
 // ran.
 //
-// A request made with a context that descends from a handler's context is
-// marked nested; see Config.MaxConcurrentHandlers.
+// The request carries the metadata of ctx (see WithMetadata) and no method
+// name; RequestMethod names one. A request made with a context that
+// descends from a handler's context is marked nested; see
+// Config.MaxConcurrentHandlers.
 func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
+	return c.RequestMethod(ctx, "", msg)
+}
+
+// RequestMethod is Request for a named method: the peer's Mux routes the
+// request by it, and its handlers read it with Request.Method. A method
+// name is at most 255 bytes; a peer that does not support method names
+// (an earlier version of the protocol) is not sent the request, which
+// fails with ErrNoHeaders.
+func (c *Conn) RequestMethod(ctx context.Context, method string, msg any) (*Response, error) {
+	if c.intercept != nil {
+		o := &Outgoing{conn: c, method: method, md: OutgoingMetadata(ctx), msg: msg}
+		err := c.intercept(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		return o.resp, nil
+	}
+	o := Outgoing{conn: c, method: method, md: OutgoingMetadata(ctx), msg: msg}
+	if err := c.request(ctx, &o); err != nil {
+		return nil, err
+	}
+	return o.resp, nil
+}
+
+// request sends o's request and waits for its answer, which it stores in
+// o.resp.
+func (c *Conn) request(ctx context.Context, o *Outgoing) (err error) {
+	var start time.Time
+	if c.cfg.Stats != nil {
+		start = time.Now()
+		defer func() { c.clientStats(o, start, err) }()
+	}
 	var timeout uint64
 	if d, ok := ctx.Deadline(); ok {
 		left := time.Until(d)
 		if left <= 0 {
-			return nil, context.DeadlineExceeded
+			return context.DeadlineExceeded
 		}
 		timeout = uint64((left + time.Microsecond - 1) / time.Microsecond)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
-	data, owner, err := encodeOwned(true, timeout, msg)
+	data, owner, flags, err := c.encodeOutgoing(o, true, timeout)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := c.checkSize(data); err != nil {
-		owner.done()
-		return nil, err
-	}
-	var flags uint8
 	if ctx.Value(handlerKey{}) != nil {
-		flags = flagNested
+		flags |= flagNested
 	}
 	cl := &call{done: make(chan struct{})}
 	c.mu.Lock()
 	if err := c.refuseNewLocked(); err != nil {
 		c.mu.Unlock()
 		owner.done()
-		return nil, err
+		return err
 	}
 	cl.id = c.allocIDLocked()
 	c.pending[cl.id] = cl
@@ -113,22 +149,46 @@ func (c *Conn) Request(ctx context.Context, msg any) (*Response, error) {
 	if err := c.sendq.push(ctx, cl.out); err != nil {
 		c.forget(cl)
 		owner.done() // never queued
-		return nil, err
+		return err
 	}
 	select {
 	case <-cl.done:
 		if cl.err != nil {
 			if err := ctxErrNow(ctx); err != nil {
-				return nil, err // our own deadline or cancellation came first
+				return err // our own deadline or cancellation came first
 			}
-			return nil, cl.err
+			return cl.err
 		}
-		cl.resp.raw, cl.resp.limit = cl.body, int64(c.cfg.MaxReceiveBytes)
-		return &cl.resp, nil
+		cl.resp.raw, cl.resp.md, cl.resp.limit = cl.body, cl.md, int64(c.cfg.MaxReceiveBytes)
+		o.resp = &cl.resp
+		return nil
 	case <-ctx.Done():
 		c.abandon(cl, timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded))
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
+}
+
+// encodeOutgoing encodes o's message (with a REQUEST's timeout) and its
+// header, if it has one and the peer reads headers, and checks it against
+// the peer's size limit. It returns the frames' flags.
+func (c *Conn) encodeOutgoing(o *Outgoing, request bool, timeout uint64) ([]byte, *encoder, uint8, error) {
+	method, md := o.method, o.md
+	if !c.peer.headers() {
+		if method != "" {
+			return nil, nil, 0, ErrNoHeaders
+		}
+		md = nil // metadata is left out for a peer that does not read it
+	}
+	data, owner, flags, err := encodeMessage(request, timeout, method, md, o.msg)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	o.reqBytes = len(data) - bodyLenSize
+	if err := c.checkSize(data); err != nil {
+		owner.done()
+		return nil, nil, 0, err
+	}
+	return data, owner, flags, nil
 }
 
 // ctxErrNow is ctx.Err(), except that a deadline already past counts even
@@ -146,7 +206,14 @@ func ctxErrNow(ctx context.Context) error {
 // Call sends msg like Request and decodes the reply into out (a pointer;
 // nil discards the reply).
 func (c *Conn) Call(ctx context.Context, msg, out any) error {
-	resp, err := c.Request(ctx, msg)
+	return c.Invoke(ctx, "", msg, out)
+}
+
+// Invoke calls method like RequestMethod and decodes the reply into out (a
+// pointer; nil discards the reply). It makes a *Conn an Invoker, for the
+// typed calls of this package.
+func (c *Conn) Invoke(ctx context.Context, method string, msg, out any) error {
+	resp, err := c.RequestMethod(ctx, method, msg)
 	if err != nil || out == nil {
 		return err
 	}
@@ -159,17 +226,33 @@ func (c *Conn) Call(ctx context.Context, msg, out any) error {
 // Notify returns once the message is queued for sending; it waits (until
 // ctx ends) while the peer's notification window or the send queue is
 // full. A notification that Notify returned nil for is delivered unless
-// the connection fails first.
+// the connection fails first. It carries the metadata of ctx (see
+// WithMetadata).
 func (c *Conn) Notify(ctx context.Context, msg any) error {
+	return c.NotifyMethod(ctx, "", msg)
+}
+
+// NotifyMethod is Notify for a named method, which the peer's Mux routes
+// by; see RequestMethod.
+func (c *Conn) NotifyMethod(ctx context.Context, method string, msg any) error {
+	if c.intercept != nil {
+		return c.intercept(ctx, &Outgoing{conn: c, method: method, md: OutgoingMetadata(ctx), msg: msg, notify: true})
+	}
+	o := Outgoing{conn: c, method: method, md: OutgoingMetadata(ctx), msg: msg, notify: true}
+	return c.notify(ctx, &o)
+}
+
+// notify queues o's notification.
+func (c *Conn) notify(ctx context.Context, o *Outgoing) (err error) {
+	if c.cfg.Stats != nil {
+		start := time.Now()
+		defer func() { c.clientStats(o, start, err) }()
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	data, owner, err := encodeOwned(false, 0, msg)
+	data, owner, flags, err := c.encodeOutgoing(o, false, 0)
 	if err != nil {
-		return err
-	}
-	if err := c.checkSize(data); err != nil {
-		owner.done()
 		return err
 	}
 	select {
@@ -202,7 +285,7 @@ func (c *Conn) Notify(ctx context.Context, msg any) error {
 	c.notifySizes = append(c.notifySizes, size)
 	id := c.allocIDLocked()
 	c.mu.Unlock()
-	if err := c.sendq.push(ctx, &outMsg{kind: kindNotify, id: id, data: data, owner: owner}); err != nil {
+	if err := c.sendq.push(ctx, &outMsg{kind: kindNotify, flags: flags, id: id, data: data, owner: owner}); err != nil {
 		c.mu.Lock()
 		c.notifyLimit++ // never sent: the credit is still ours
 		c.notifyOut -= size

@@ -65,17 +65,35 @@ func appendEncoded(b []byte, v any) ([]byte, error) {
 // written it and calls done. In steady state a message's body then costs
 // no allocation and no copy.
 func encodeOwned(request bool, timeoutMicros uint64, v any) ([]byte, *encoder, error) {
+	data, e, _, err := encodeMessage(request, timeoutMicros, "", nil, v)
+	return data, e, err
+}
+
+// encodeMessage is encodeOwned with a message header in front of the body
+// when method or md is not empty; the flags returned are the message's
+// frames' flags (flagHeader, or none).
+func encodeMessage(request bool, timeoutMicros uint64, method string, md Metadata, v any) ([]byte, *encoder, uint8, error) {
 	e := encoderPool.Get().(*encoder)
 	b := append(e.buf.b[:0], 0, 0, 0, 0)
+	var flags uint8
+	if method != "" || len(md) > 0 {
+		var err error
+		if b, err = appendHeader(b, method, md); err != nil {
+			e.buf.b = b
+			e.done()
+			return nil, nil, 0, err
+		}
+		flags = flagHeader
+	}
 	if request {
 		b = appendMsgpackUint(b, timeoutMicros)
 	}
 	e.buf.b = b
 	if err := e.enc.Encode(v); err != nil {
 		e.done()
-		return nil, nil, fmt.Errorf("bokbok: encoding message: %w", err)
+		return nil, nil, 0, fmt.Errorf("bokbok: encoding message: %w", err)
 	}
-	return finishBody(e.buf.b), e, nil
+	return finishBody(e.buf.b), e, flags, nil
 }
 
 // done gives the encoder, and the buffer it lent, back to the pool.
@@ -125,7 +143,13 @@ func encodeCopy(request bool, timeoutMicros uint64, v any) ([]byte, error) {
 
 // encodeErrorBody encodes the body of an ERROR: [code, message].
 func encodeErrorBody(code, message string) []byte {
-	b := append(newBody(), 0x92) // fixarray of 2
+	return appendErrorBody(newBody(), code, message)
+}
+
+// appendErrorBody appends [code, message] to b, which holds the start of a
+// body (its length, and any header), and finishes the body.
+func appendErrorBody(b []byte, code, message string) []byte {
+	b = append(b, 0x92) // fixarray of 2
 	b, _ = appendEncoded(b, code)
 	b, _ = appendEncoded(b, message) // encoding a string cannot fail
 	return finishBody(b)
@@ -314,7 +338,11 @@ type settings struct {
 	NotifyWindow          uint64 `msgpack:"notify_window"`
 	MaxConcurrentHandlers uint64 `msgpack:"max_handlers"`
 	NotifyBytes           uint64 `msgpack:"notify_bytes"` // 0 (absent): DefaultNotifyBytes
+	Headers               uint64 `msgpack:"headers"`      // 0 (absent): the peer reads no message headers
 }
+
+// headers reports whether the side that sent s reads message headers.
+func (s settings) headers() bool { return s.Headers >= headersVersion }
 
 // encode writes the settings as a msgpack map with its keys in a fixed
 // order (the order PROTOCOL.md shows). notify_bytes is sent only when it
@@ -333,6 +361,12 @@ func (s settings) encode() []byte {
 			k string
 			v uint64
 		}{"notify_bytes", s.NotifyBytes})
+	}
+	if s.Headers != 0 {
+		kvs = append(kvs, struct {
+			k string
+			v uint64
+		}{"headers", s.Headers})
 	}
 	b := []byte{0x80 | byte(len(kvs))} // fixmap
 	for _, kv := range kvs {
@@ -364,6 +398,7 @@ func parseSettings(p []byte) (settings, error) {
 		{"notify_window", &s.NotifyWindow},
 		{"max_handlers", &s.MaxConcurrentHandlers},
 		{"notify_bytes", &s.NotifyBytes},
+		{"headers", &s.Headers},
 	}
 	var seen [len(fields)]bool
 	// The payload has been checked whole, so the decoder's reads below

@@ -55,6 +55,16 @@ type Config struct {
 	// have stopped.
 	OnClose func(c *Conn, reason error)
 
+	// Interceptors see every request and notification the connection
+	// sends, in order, the first outermost; see Interceptor. Server-side
+	// middleware wraps the Handler instead (see Middleware).
+	Interceptors []Interceptor
+
+	// Stats, if set, receives the statistics of every call sent and
+	// served, and of the connection opening and closing; see
+	// StatsHandler. With no Stats, calls cost nothing for it.
+	Stats StatsHandler
+
 	// Logger receives the connection's log records (handler panics,
 	// protocol errors, closes). Nil means no logging.
 	Logger *slog.Logger

@@ -58,6 +58,8 @@ type Conn struct {
 	ready      chan struct{} // closed when handlers may run (after the server's OnOpen)
 	goingAway  chan struct{} // closed when a graceful shutdown begins, from either side, or the connection closes
 	afterClose func()        // set before start; run by the closer last (the server's bookkeeping)
+	intercept  CallFunc      // Config.Interceptors chained, ending in the send; nil without interceptors; read-only
+	methods    methodInterner // method names received; only the reader touches this
 
 	mu          sync.Mutex // guards the fields below
 	err         error      // why the connection closed; nil while open
@@ -111,6 +113,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 	c.sendq = newSendQueue(cfg.SendQueueBytes, c.writeLoop, &c.loops)
 	c.sendq.overflow = c.fail
 	c.in.init(c)
+	c.intercept = chainInterceptors(c, cfg.Interceptors)
 	return c
 }
 
@@ -123,6 +126,7 @@ func (c *Conn) start() {
 	go c.readLoop() // the writer starts when there is something to write
 	c.startKeepalive()
 	c.log.Debug("bokbok: connection open", "remote", c.nc.RemoteAddr(), "user", c.user)
+	c.connStats(false, nil)
 }
 
 // User returns the user name the connection was authenticated as, or ""
@@ -217,7 +221,7 @@ func (c *Conn) fail(cause error) {
 	}
 	c.nc.Close() // unblocks the reader and the writer
 	for _, cl := range pending {
-		cl.finish(nil, c.err)
+		cl.finish(nil, nil, c.err)
 	}
 	level := slog.LevelDebug
 	if cause != nil && !errors.Is(cause, io.EOF) && !errors.Is(cause, ErrShutdown) {
@@ -241,6 +245,7 @@ func (c *Conn) closer() {
 	}
 	close(c.done)
 	c.work.Wait()
+	c.connStats(true, c.Err())
 	if c.cfg.OnClose != nil {
 		c.cfg.OnClose(c, c.Err())
 	}

@@ -80,12 +80,17 @@ const (
 	CodeDeadline   = "bokbok.deadline_exceeded" // the handler returned context.DeadlineExceeded
 	CodeTooLarge   = "bokbok.too_large"         // the reply exceeded the caller's message limit
 	CodeNoHandler  = "bokbok.no_handler"        // the peer has no Handler for requests
-	CodeBadRequest = "bokbok.bad_request"       // the request was malformed, never run
+	CodeBadRequest = "bokbok.bad_request"       // the request was malformed, or did not decode into the method's request type; never run
+	CodeNoMethod   = "bokbok.no_method"         // the peer's Mux has no handler for the method; never run
 )
+
+// ErrNoMethod matches a remote error with code CodeNoMethod: the peer
+// serves no method of that name. The request never ran.
+var ErrNoMethod = errors.New("bokbok: no such method")
 
 // RemoteError is an error that happened on the peer: its handler returned an
 // error or panicked, or the peer refused the request. Use errors.As to get
-// it; errors.Is matches ErrBusy, ErrMessageTooLarge, ErrBadRequest, context.Canceled and
+// it; errors.Is matches ErrBusy, ErrMessageTooLarge, ErrBadRequest, ErrNoMethod, context.Canceled and
 // context.DeadlineExceeded by code.
 //
 // A handler may return a *RemoteError (or an error wrapping one) to choose
@@ -98,6 +103,18 @@ const (
 type RemoteError struct {
 	Code    string // optional machine-readable code; "" if none
 	Message string // human-readable text
+
+	md *Metadata // the reply metadata received with the error (a pointer keeps RemoteError comparable)
+}
+
+// Metadata returns the reply metadata that came with the error (see
+// Request.SetReplyMetadata), or nil. A handler sets reply metadata on its
+// Request, not on the *RemoteError it returns.
+func (e *RemoteError) Metadata() Metadata {
+	if e.md == nil {
+		return nil
+	}
+	return *e.md
 }
 
 // Error formats the remote error with its code, if any.
@@ -117,6 +134,8 @@ func (e *RemoteError) Is(target error) bool {
 		return e.Code == CodeTooLarge
 	case ErrBadRequest:
 		return e.Code == CodeBadRequest
+	case ErrNoMethod:
+		return e.Code == CodeNoMethod
 	case context.Canceled:
 		return e.Code == CodeCanceled
 	case context.DeadlineExceeded:

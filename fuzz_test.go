@@ -573,14 +573,14 @@ func FuzzParseErrorBody(f *testing.F) {
 
 func FuzzParseSettings(f *testing.F) {
 	for _, s := range []settings{
-		{DefaultMaxMessageSize, DefaultNotifyWindow, DefaultMaxConcurrentHandlers, DefaultNotifyBytes},
-		{1, 1, 1, 1},
-		{maxMessageSizeLimit, maxNotifyWindow, math.MaxUint64, maxMessageSizeLimit},
-		{0, 1, 1, 0},
-		{1, 0, 1, 0},
-		{maxMessageSizeLimit + 1, 1, 1, 0},
-		{1, maxNotifyWindow + 1, 1, 0},
-		{1, 1, 1, maxMessageSizeLimit + 1},
+		{DefaultMaxMessageSize, DefaultNotifyWindow, DefaultMaxConcurrentHandlers, DefaultNotifyBytes, 0},
+		{1, 1, 1, 1, 1},
+		{maxMessageSizeLimit, maxNotifyWindow, math.MaxUint64, maxMessageSizeLimit, 0},
+		{0, 1, 1, 0, 0},
+		{1, 0, 1, 0, 0},
+		{maxMessageSizeLimit + 1, 1, 1, 0, 0},
+		{1, maxNotifyWindow + 1, 1, 0, 0},
+		{1, 1, 1, maxMessageSizeLimit + 1, 0},
 	} {
 		f.Add(s.encode())
 	}
@@ -672,7 +672,7 @@ func settingsOracle(p []byte) (settings, bool) {
 			return settings{}, false
 		}
 		switch key {
-		case "max_message_size", "notify_window", "max_handlers", "notify_bytes":
+		case "max_message_size", "notify_window", "max_handlers", "notify_bytes", "headers":
 		default:
 			if d.Skip() != nil {
 				return settings{}, false
@@ -695,7 +695,7 @@ func settingsOracle(p []byte) (settings, bool) {
 			return settings{}, false
 		}
 	}
-	s := settings{vals["max_message_size"], vals["notify_window"], vals["max_handlers"], vals["notify_bytes"]}
+	s := settings{vals["max_message_size"], vals["notify_window"], vals["max_handlers"], vals["notify_bytes"], vals["headers"]}
 	_, hasMax := vals["max_message_size"]
 	_, hasWindow := vals["notify_window"]
 	if !hasMax || !hasWindow || s.MaxMessageSize < 1 || s.MaxMessageSize > maxMessageSizeLimit ||

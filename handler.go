@@ -35,10 +35,30 @@ func (f HandlerFunc) ServeBokbok(ctx context.Context, req *Request) (any, error)
 
 // Request is a request or notification received from the peer.
 type Request struct {
-	conn   *Conn
-	raw    []byte
-	notify bool
+	conn    *Conn
+	raw     []byte
+	notify  bool
+	method  string
+	md      Metadata
+	replyMD Metadata // set by the handler, sent with the reply
 }
+
+// Method returns the method name the peer sent the message with (see
+// Conn.RequestMethod), or "" if it named none.
+func (r *Request) Method() string { return r.method }
+
+// Metadata returns the metadata the peer sent with the message (see
+// WithMetadata), or nil. The handler must not modify it.
+func (r *Request) Metadata() Metadata { return r.md }
+
+// SetReplyMetadata attaches md to the reply (a result or an error) the
+// handler is about to return, replacing metadata set before. It has no
+// effect for a notification, or for a peer that does not read metadata.
+// A reply metadata outside the protocol's bounds (see Metadata) turns the
+// reply into a *RemoteError matching ErrBadMetadata. It must be called
+// before the handler returns, from the handler's goroutine or one it
+// waits for.
+func (r *Request) SetReplyMetadata(md Metadata) { r.replyMD = md }
 
 // Conn returns the connection the request arrived on; a handler may use it
 // to call back into the peer.
@@ -86,38 +106,43 @@ func (c *Conn) invoke(ctx context.Context, req *Request) (reply any, err error) 
 	return c.cfg.Handler.ServeBokbok(ctx, req)
 }
 
-// answer builds the RESPONSE or ERROR for a handler's result.
-func (c *Conn) answer(id uint32, reply any, err error) *outMsg {
+// answer builds the RESPONSE or ERROR for a handler's result, with md
+// (the handler's reply metadata) in its header for a peer that reads
+// headers.
+func (c *Conn) answer(id uint32, reply any, err error, md Metadata) *outMsg {
+	if !c.peer.headers() {
+		md = nil
+	}
 	if err == nil {
-		data, owner, encErr := encodeOwned(false, 0, reply)
+		data, owner, flags, encErr := encodeMessage(false, 0, "", md, reply)
 		switch {
-		case encErr != nil:
-			err = &RemoteError{Message: "encoding the reply: " + encErr.Error()}
+		case errors.Is(encErr, ErrBadMetadata):
+			err, md = &RemoteError{Message: "the reply's metadata: " + encErr.Error()}, nil
 		case len(data)-bodyLenSize > int(c.peer.MaxMessageSize):
 			owner.done()
 			err = &RemoteError{Code: CodeTooLarge, Message: (&MessageTooLargeError{
 				Size: len(data) - bodyLenSize, Limit: int(c.peer.MaxMessageSize)}).Error()}
+		case encErr != nil:
+			err = &RemoteError{Message: "encoding the reply: " + encErr.Error()}
 		default:
-			return &outMsg{kind: kindResponse, id: id, data: data, owner: owner}
+			return &outMsg{kind: kindResponse, flags: flags, id: id, data: data, owner: owner}
 		}
 	}
-	return errorMsg(id, err)
+	return errorMsgWith(id, err, md)
 }
 
 // errorMsg builds an ERROR message carrying err.
-func errorMsg(id uint32, err error) *outMsg {
-	code, message := "", err.Error()
-	if re, ok := err.(*RemoteError); ok {
-		message = re.Message
-	}
-	var re *RemoteError
-	switch {
-	case errors.As(err, &re):
-		code = re.Code // a wrapped remote error keeps its code
-	case errors.Is(err, context.DeadlineExceeded):
-		code = CodeDeadline
-	case errors.Is(err, context.Canceled):
-		code = CodeCanceled
+func errorMsg(id uint32, err error) *outMsg { return errorMsgWith(id, err, nil) }
+
+// errorMsgWith builds an ERROR message carrying err, with md in its header
+// if md is not empty (and within bounds: metadata outside them is left
+// out, so the error still reaches the caller).
+func errorMsgWith(id uint32, err error, md Metadata) *outMsg {
+	code, message := errorCode(err)
+	if len(md) > 0 {
+		if b, hdrErr := appendHeader(newBody(), "", md); hdrErr == nil {
+			return &outMsg{kind: kindError, flags: flagHeader, id: id, data: appendErrorBody(b, code, message)}
+		}
 	}
 	return &outMsg{kind: kindError, id: id, data: encodeErrorBody(code, message)}
 }

@@ -139,6 +139,7 @@ func (c *Conn) settingsFrame() []byte {
 		NotifyWindow:          uint64(c.cfg.NotifyWindow),
 		MaxConcurrentHandlers: uint64(c.cfg.MaxConcurrentHandlers),
 		NotifyBytes:           uint64(c.cfg.NotifyBytes),
+		Headers:               headersVersion,
 	}.encode()
 	return append(appendFrameHeader(nil, kindSettings, 0, len(p), 0), p...)
 }

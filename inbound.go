@@ -53,13 +53,16 @@ type inMsg struct {
 	id       uint32
 	kind     frameKind
 	nested   bool
+	header   bool // the first frame had flagHeader
 	asm      assembly
 	complete bool
 	timeout  time.Duration // 0 = none
 
 	ctx    context.Context // requests: set when queued or started
 	cancel context.CancelFunc
+	hctx   handlerCtx // the context the handler gets: ctx (or, for a notification, the connection's), holding req
 	req    Request
+	start  time.Time // when the message was whole; only with Config.Stats
 
 	charge int64        // what the message holds of its budget (guarded by in.mu)
 	refuse *RemoteError // a request refused when its first frame arrived: answered so once whole
@@ -110,8 +113,22 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	body := m.asm.buf
 	m.asm = assembly{}
 	m.req = Request{conn: c, raw: body, notify: h.kind == kindNotify}
+	if c.cfg.Stats != nil {
+		m.start = time.Now()
+	}
+	var hdrErr error
+	if m.header {
+		var hdr header
+		hdr, body, hdrErr = parseHeader(body, c.methods.intern)
+		if hdrErr == nil && len(body) == 0 {
+			hdrErr = headerErrorf("nothing follows the header")
+		}
+		m.req.method, m.req.md, m.req.raw = hdr.method, hdr.md, body
+	}
 	if m.kind == kindNotify {
-		m.skip = in.checkNote(body)
+		if m.skip = hdrErr; m.skip == nil {
+			m.skip = in.checkNote(body)
+		}
 		m.complete = true
 		start := !in.notifying && in.notes[0].complete
 		if start {
@@ -126,7 +143,12 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	}
 	in.arriving--
 	if m.refuse != nil {
-		in.unlockAndRefuse(m.id, m.refuse)
+		in.unlockAndRefuse(m, m.refuse)
+		return nil
+	}
+	if hdrErr != nil {
+		in.releaseLocked(m)
+		in.unlockAndRefuse(m, &RemoteError{Code: CodeBadRequest, Message: hdrErr.Error()})
 		return nil
 	}
 	t, msg, err := parseRequestBody(body)
@@ -136,7 +158,7 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	}
 	m.req.raw = msg
 	if rerr := in.admitLocked(m); rerr != nil {
-		in.unlockAndRefuse(m.id, rerr)
+		in.unlockAndRefuse(m, rerr)
 		return nil
 	}
 	m.timeout = time.Duration(min(t, uint64(1<<63-1)/1000)) * time.Microsecond
@@ -169,7 +191,7 @@ func (in *inbound) dispatchLocked(m *inMsg) error {
 		in.mu.Unlock()
 	default:
 		in.releaseLocked(m)
-		in.unlockAndRefuse(m.id, &RemoteError{Code: CodeBusy, Message: "too many requests in progress; try again later"})
+		in.unlockAndRefuse(m, &RemoteError{Code: CodeBusy, Message: "too many requests in progress; try again later"})
 	}
 	return nil
 }
@@ -183,6 +205,7 @@ func (in *inbound) prepare(m *inMsg) {
 	} else {
 		m.ctx, m.cancel = context.WithCancel(ctx)
 	}
+	m.hctx = handlerCtx{Context: m.ctx, req: &m.req}
 	in.live[m.id] = m
 }
 
@@ -200,12 +223,17 @@ func (in *inbound) run(m *inMsg) {
 	)
 	for {
 		if c.waitReady() {
-			reply, err := c.invoke(m.ctx, &m.req)
+			reply, err := c.invoke(&m.hctx, &m.req)
+			reqBytes := len(m.req.raw)
 			m.req.raw = nil // the body is no longer needed
-			out := c.answer(m.id, reply, err)
+			out := c.answer(m.id, reply, err, m.req.replyMD)
 			out.queued = &m.replied
 			in.chargeReply(out)                         // the request's charge goes below, once the reply is queued
+			replyBytes := len(out.data) - bodyLenSize   // read before the writer may give the buffer back
 			_ = c.sendq.push(context.Background(), out) // an answer waits only for room, and fails only once closed
+			if c.cfg.Stats != nil {
+				c.servedStats(m, reqBytes, replyBytes, out.kind == kindError, err)
+			}
 		}
 		m.cancel()
 		in.mu.Lock()
@@ -297,7 +325,7 @@ func (in *inbound) cancel(id uint32) {
 			a.asm.drop(&in.c.reserve)
 			in.arriving--
 			in.releaseLocked(a)
-			in.unlockAndRefuse(id, errCanceledBeforeRun)
+			in.unlockAndRefuse(a, errCanceledBeforeRun)
 			return
 		}
 		in.mu.Unlock()
@@ -309,7 +337,7 @@ func (in *inbound) cancel(id uint32) {
 			delete(in.live, id)
 			in.releaseLocked(m)
 			m.cancel()
-			in.unlockAndRefuse(id, errCanceledBeforeRun)
+			in.unlockAndRefuse(m, errCanceledBeforeRun)
 			return
 		}
 	}
@@ -320,16 +348,19 @@ func (in *inbound) cancel(id uint32) {
 // errCanceledBeforeRun answers a request cancelled before its handler ran.
 var errCanceledBeforeRun = &RemoteError{Code: CodeCanceled, Message: "canceled before it ran"}
 
-// unlockAndRefuse answers request id with rerr, never running it. in.mu
+// unlockAndRefuse answers request m with rerr, never running it. in.mu
 // must be held; it is released. Until the answer is queued the refusal
 // counts as work in progress, so a graceful shutdown waits for it.
-func (in *inbound) unlockAndRefuse(id uint32, rerr *RemoteError) {
+func (in *inbound) unlockAndRefuse(m *inMsg, rerr *RemoteError) {
 	in.refusing++
 	in.mu.Unlock()
-	in.c.sendq.pushSmall(errorMsg(id, rerr))
+	in.c.sendq.pushSmall(errorMsg(m.id, rerr))
 	in.mu.Lock()
 	in.refusing--
 	in.mu.Unlock()
+	if in.c.cfg.Stats != nil {
+		in.c.refusedStats(m, rerr)
+	}
 	in.c.workDone()
 }
 
@@ -361,10 +392,18 @@ func (in *inbound) notifier() {
 		in.noteBusy = true
 		in.mu.Unlock()
 
+		var err error
 		if m.skip != nil {
+			err = m.skip
 			c.log.Warn("bokbok: notification dropped", "remote", c.nc.RemoteAddr(), "err", m.skip)
-		} else if _, err := c.invoke(in.noteCtx, &m.req); err != nil {
-			c.log.Debug("bokbok: notification handler failed", "remote", c.nc.RemoteAddr(), "err", err)
+		} else {
+			m.hctx = handlerCtx{Context: in.noteCtx, req: &m.req}
+			if _, err = c.invoke(&m.hctx, &m.req); err != nil {
+				c.log.Debug("bokbok: notification handler failed", "remote", c.nc.RemoteAddr(), "err", err)
+			}
+		}
+		if c.cfg.Stats != nil {
+			c.servedStats(m, len(m.req.raw), 0, err != nil, err)
 		}
 		m.req.raw = nil
 

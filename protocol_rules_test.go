@@ -177,7 +177,7 @@ func TestRulePreambleMismatch(t *testing.T) {
 	key := mustKey(t)
 	const user = "alice"
 	insecureFlight := append(appendPreamble(nil, modeInsecure), frameBytes(kindSettings, 0, 0,
-		settings{MaxMessageSize: DefaultMaxMessageSize, NotifyWindow: DefaultNotifyWindow, MaxConcurrentHandlers: DefaultMaxConcurrentHandlers}.encode())...)
+		settings{MaxMessageSize: DefaultMaxMessageSize, NotifyWindow: DefaultNotifyWindow, MaxConcurrentHandlers: DefaultMaxConcurrentHandlers, Headers: headersVersion}.encode())...)
 	sides := []struct {
 		name string
 		mode byte
@@ -269,7 +269,7 @@ func TestRuleSettingsValues(t *testing.T) {
 	nw := func(v ...byte) []byte { return ruleKV("notify_window", v...) }
 	str8Key := append([]byte{0xd9, 16}, "max_message_size"...)
 	deep := append(bytes.Repeat([]byte{0x91}, 257), 0xc0)
-	ok := func(mm, w, h, nb uint64) settings { return settings{mm, w, h, nb} }
+	ok := func(mm, w, h, nb uint64) settings { return settings{mm, w, h, nb, 0} }
 	cases := []struct {
 		name    string
 		payload []byte

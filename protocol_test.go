@@ -983,7 +983,7 @@ func TestWirePeerThatDoesNotReadIsCutOff(t *testing.T) {
 	}()
 	_, err := nb.Write(robOpening(robSettings))
 	require.NoError(t, err)
-	ours := robOpening(settings{MaxMessageSize: DefaultMaxMessageSize, NotifyWindow: DefaultNotifyWindow, MaxConcurrentHandlers: DefaultMaxConcurrentHandlers})
+	ours := robOpening(settings{MaxMessageSize: DefaultMaxMessageSize, NotifyWindow: DefaultNotifyWindow, MaxConcurrentHandlers: DefaultMaxConcurrentHandlers, Headers: headersVersion})
 	_, err = io.ReadFull(nb, make([]byte, len(ours))) // the Conn's opening; nothing after it is read
 	require.NoError(t, err)
 	r := <-opened

@@ -103,6 +103,7 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	}
 	if cl.asmKind == 0 {
 		cl.asmKind = h.kind
+		cl.asmHeader = h.flags&flagHeader != 0
 		cl.asm.discard = abandoned // nobody will read it: count it, keep nothing
 	} else if cl.asmKind != h.kind {
 		return protocolErrorf("%s frame continues a %s for id %d", h.kind, cl.asmKind, h.id)
@@ -114,14 +115,36 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	body, discarded := cl.asm.buf, cl.asm.discard
 	cl.asm = assembly{}
 
-	var callErr error
+	var (
+		callErr error
+		md      Metadata
+	)
+	if cl.asmHeader && !discarded {
+		hdr, rest, err := parseHeader(body, nil)
+		switch {
+		case err != nil && h.kind == kindError:
+			return &ProtocolError{Reason: "ERROR with a bad header", Err: err} // the protocol's own message
+		case err != nil:
+			body, callErr = nil, &ProtocolError{Reason: "RESPONSE with a bad header", Err: err}
+		case len(rest) == 0:
+			if h.kind == kindError {
+				return protocolErrorf("ERROR with a header and no body")
+			}
+			body, callErr = nil, protocolErrorf("RESPONSE with a header and no reply")
+		default:
+			body, md = rest, hdr.md
+		}
+	}
 	switch {
-	case discarded:
+	case discarded || callErr != nil:
 		body = nil
 	case h.kind == kindError:
 		rerr, err := parseErrorBody(body)
 		if err != nil {
 			return err
+		}
+		if md != nil {
+			rerr.md = &md
 		}
 		body, callErr = nil, rerr
 	default:
@@ -140,7 +163,7 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	wanted := mine && !cl.abandoned
 	c.mu.Unlock()
 	if wanted {
-		cl.finish(body, callErr)
+		cl.finish(body, md, callErr)
 	}
 	c.workDone()
 	return nil

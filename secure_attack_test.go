@@ -163,6 +163,7 @@ func atkSettingsFrame() []byte {
 		MaxMessageSize:        DefaultMaxMessageSize,
 		NotifyWindow:          DefaultNotifyWindow,
 		MaxConcurrentHandlers: DefaultMaxConcurrentHandlers,
+		Headers:               headersVersion,
 	}.encode()
 	return append(appendFrameHeader(nil, kindSettings, 0, len(p), 0), p...)
 }

@@ -197,8 +197,18 @@ func (s *Server) refuseBusy(nc net.Conn, cfg *Config) {
 		cfg.Logger.Warn("bokbok: too many connections opening; closing new ones at once",
 			"remote", nc.RemoteAddr(), "err", err, "closed", closed)
 	}
-	if s.OnRefused != nil && !stopping {
-		s.OnRefused(nc.RemoteAddr(), err)
+	if !stopping {
+		s.refused(nc.RemoteAddr(), err)
+	}
+}
+
+// refused reports a connection that did not open to OnRefused and Stats.
+func (s *Server) refused(remote net.Addr, err error) {
+	if s.Stats != nil {
+		s.Stats.HandleConn(ConnStats{Remote: remote, Refused: true, Err: err})
+	}
+	if s.OnRefused != nil {
+		s.OnRefused(remote, err)
 	}
 }
 
@@ -232,8 +242,8 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) (*Conn, error) {
 func (s *Server) serveConn(c *Conn) {
 	if err := s.openConn(context.Background(), c); err != nil {
 		c.log.Debug("bokbok: connection not opened", "remote", c.nc.RemoteAddr(), "err", err)
-		if s.OnRefused != nil && !s.isClosed() {
-			s.OnRefused(c.nc.RemoteAddr(), err)
+		if !s.isClosed() {
+			s.refused(c.nc.RemoteAddr(), err)
 		}
 	}
 }

@@ -332,6 +332,7 @@ func TestShutdownAnswersRequestSentBeforePeersGoAway(t *testing.T) {
 		MaxMessageSize:        DefaultMaxMessageSize,
 		NotifyWindow:          DefaultNotifyWindow,
 		MaxConcurrentHandlers: DefaultMaxConcurrentHandlers,
+		Headers:               headersVersion,
 	}.encode()) // the server's preamble and SETTINGS
 	gate := newSpecGateConn(na, int64(opening))
 	cw := newSpecWaiter("client", nil)

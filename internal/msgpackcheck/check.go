@@ -47,6 +47,22 @@ type span struct{ start, end int }
 // fits in the bytes that remain, and estimates its decoded size. It does
 // not recurse; it allocates only to record extension payloads.
 func Check(b []byte) (Info, error) {
+	info, pos, err := scan(b)
+	if err == nil && pos != len(b) {
+		return info, fmt.Errorf("%d bytes left after the msgpack value", len(b)-pos)
+	}
+	return info, err
+}
+
+// Len returns the length of the well-formed msgpack value at the front of
+// b (checked as Check checks a whole value); bytes after it are allowed.
+func Len(b []byte) (int, error) {
+	_, n, err := scan(b)
+	return n, err
+}
+
+// scan checks the value at the front of b and returns how long it is.
+func scan(b []byte) (Info, int, error) {
 	var info Info
 	// stack[i] is the number of items still expected at depth i.
 	var stackBuf [16]uint64
@@ -61,16 +77,16 @@ func Check(b []byte) (Info, error) {
 		}
 		stack[top]--
 		if pos >= len(b) {
-			return info, fmt.Errorf("msgpack value truncated at byte %d", pos)
+			return info, 0, fmt.Errorf("msgpack value truncated at byte %d", pos)
 		}
 		c := b[pos]
 		pos++
 		h, err := head(c, b[pos:])
 		if err != nil {
-			return info, fmt.Errorf("msgpack byte %d: %w", pos-1, err)
+			return info, 0, fmt.Errorf("msgpack byte %d: %w", pos-1, err)
 		}
 		if uint64(len(b)-pos) < h.skip {
-			return info, fmt.Errorf("msgpack byte %d: %d bytes declared, %d left", pos-1, h.skip, len(b)-pos)
+			return info, 0, fmt.Errorf("msgpack byte %d: %d bytes declared, %d left", pos-1, h.skip, len(b)-pos)
 		}
 		cost += costItem + h.cost
 		if h.ext {
@@ -80,19 +96,16 @@ func Check(b []byte) (Info, error) {
 		pos += int(h.skip)
 		if h.items > 0 {
 			if uint64(len(b)-pos) < h.items {
-				return info, fmt.Errorf("msgpack byte %d: %d items declared, %d bytes left", pos-1, h.items, len(b)-pos)
+				return info, 0, fmt.Errorf("msgpack byte %d: %d items declared, %d bytes left", pos-1, h.items, len(b)-pos)
 			}
 			if len(stack) > MaxDepth {
-				return info, fmt.Errorf("msgpack nested deeper than %d levels", MaxDepth)
+				return info, 0, fmt.Errorf("msgpack nested deeper than %d levels", MaxDepth)
 			}
 			stack = append(stack, h.items)
 		}
 	}
-	if pos != len(b) {
-		return info, fmt.Errorf("%d bytes left after the msgpack value", len(b)-pos)
-	}
 	info.Decoded = int64(cost)
-	return info, nil
+	return info, pos, nil
 }
 
 // itemHead is the head of one msgpack item.
