@@ -54,11 +54,11 @@ type Conn struct {
 	running    atomic.Bool  // set once start has run
 	lastRecv   atomic.Int64 // monotonic nanoseconds (since epoch) of the last inbound frame
 	epoch      time.Time
-	kaPing     time.Duration // since epoch, when our last keepalive PING went out; only the keepalive timer's runs (which never overlap) touch it
-	ready      chan struct{} // closed when handlers may run (after the server's OnOpen)
-	goingAway  chan struct{} // closed when a graceful shutdown begins, from either side, or the connection closes
-	afterClose func()        // set before start; run by the closer last (the server's bookkeeping)
-	intercept  CallFunc      // Config.Interceptors chained, ending in the send; nil without interceptors; read-only
+	kaPing     time.Duration  // since epoch, when our last keepalive PING went out; only the keepalive timer's runs (which never overlap) touch it
+	ready      chan struct{}  // closed when handlers may run (after the server's OnOpen)
+	goingAway  chan struct{}  // closed when a graceful shutdown begins, from either side, or the connection closes
+	afterClose func()         // set before start; run by the closer last (the server's bookkeeping)
+	intercept  CallFunc       // Config.Interceptors chained, ending in the send; nil without interceptors; read-only
 	methods    methodInterner // method names received; only the reader touches this
 
 	mu          sync.Mutex // guards the fields below
