@@ -63,6 +63,7 @@ type inMsg struct {
 	hctx   handlerCtx // the context the handler gets: ctx (or, for a notification, the connection's), holding req
 	req    Request
 	start  time.Time // when the message was whole; only with Config.Stats
+	size   int       // the body's length, header included; only with Config.Stats
 
 	charge int64        // what the message holds of its budget (guarded by in.mu)
 	refuse *RemoteError // a request refused when its first frame arrived: answered so once whole
@@ -114,7 +115,7 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	m.asm = assembly{}
 	m.req = Request{conn: c, raw: body, notify: h.kind == kindNotify}
 	if c.cfg.Stats != nil {
-		m.start = time.Now()
+		m.start, m.size = time.Now(), len(body)
 	}
 	var hdrErr error
 	if m.header {
@@ -224,7 +225,6 @@ func (in *inbound) run(m *inMsg) {
 	for {
 		if c.waitReady() {
 			reply, err := c.invoke(&m.hctx, &m.req)
-			reqBytes := len(m.req.raw)
 			m.req.raw = nil // the body is no longer needed
 			out := c.answer(m.id, reply, err, m.req.replyMD)
 			out.queued = &m.replied
@@ -232,7 +232,7 @@ func (in *inbound) run(m *inMsg) {
 			replyBytes := len(out.data) - bodyLenSize   // read before the writer may give the buffer back
 			_ = c.sendq.push(context.Background(), out) // an answer waits only for room, and fails only once closed
 			if c.cfg.Stats != nil {
-				c.servedStats(m, reqBytes, replyBytes, out.kind == kindError, err)
+				c.servedStats(m, replyBytes, out.kind == kindError, err)
 			}
 		}
 		m.cancel()
@@ -403,7 +403,7 @@ func (in *inbound) notifier() {
 			}
 		}
 		if c.cfg.Stats != nil {
-			c.servedStats(m, len(m.req.raw), 0, err != nil, err)
+			c.servedStats(m, 0, err != nil, err)
 		}
 		m.req.raw = nil
 

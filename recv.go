@@ -144,7 +144,8 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 			return err
 		}
 		if md != nil {
-			rerr.md = &md
+			errMD := md // its own variable, so only errors with metadata allocate one
+			rerr.md = &errMD
 		}
 		body, callErr = nil, rerr
 	default:

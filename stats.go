@@ -56,17 +56,19 @@ func (c *Conn) clientStats(o *Outgoing, start time.Time, err error) {
 	if err == nil && o.resp != nil {
 		st.ReplyBytes = len(o.resp.raw)
 	}
-	var re *RemoteError
-	if errors.As(err, &re) {
-		st.Code = re.Code
+	if err != nil {
+		var re *RemoteError
+		if errors.As(err, &re) {
+			st.Code = re.Code
+		}
 	}
 	c.cfg.Stats.HandleCall(st)
 }
 
 // servedStats reports a served request or notification.
-func (c *Conn) servedStats(m *inMsg, reqBytes, replyBytes int, failed bool, err error) {
+func (c *Conn) servedStats(m *inMsg, replyBytes int, failed bool, err error) {
 	st := CallStats{Conn: c, Served: true, Notification: m.kind == kindNotify, Method: m.req.method,
-		RequestBytes: reqBytes, Duration: time.Since(m.start)}
+		RequestBytes: m.size, Duration: time.Since(m.start)}
 	if failed {
 		if err == nil {
 			err = errors.New("the reply could not be sent")
@@ -81,7 +83,7 @@ func (c *Conn) servedStats(m *inMsg, reqBytes, replyBytes int, failed bool, err 
 
 // refusedStats reports a request refused without running.
 func (c *Conn) refusedStats(m *inMsg, rerr *RemoteError) {
-	st := CallStats{Conn: c, Served: true, Refused: true, Method: m.req.method, Code: rerr.Code, Err: rerr}
+	st := CallStats{Conn: c, Served: true, Refused: true, Method: m.req.method, RequestBytes: m.size, Code: rerr.Code, Err: rerr}
 	if !m.start.IsZero() {
 		st.Duration = time.Since(m.start)
 	}
