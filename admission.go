@@ -79,12 +79,14 @@ func busyReceiving(n int64, limit int) *RemoteError {
 }
 
 // admitLocked checks a whole request's message and charges it the larger
-// of its size and the estimated memory of decoding it. It returns the
+// of its size and the estimated memory of decoding it (with that of its
+// parsed header, if it had one). It returns the
 // refusal if the request may not run; its charge is then released. in.mu
 // is held.
 func (in *inbound) admitLocked(m *inMsg) *RemoteError {
 	limit := int64(in.c.cfg.MaxReceiveBytes)
 	info, err := msgpackcheck.Check(m.req.raw)
+	info.Decoded += m.hdrCost
 	switch {
 	case err != nil:
 		in.releaseLocked(m)

@@ -96,7 +96,18 @@ func appendHeader(b []byte, method string, md Metadata) ([]byte, error) {
 type header struct {
 	method string
 	md     Metadata
+	cost   int64 // estimated memory of method and md, for the receive budget
 }
+
+// Estimated memory of a parsed header, in the manner of the message
+// decoding estimate: a string header and its bytes for the method; a map
+// with its first group of slots, and per entry two string headers, a
+// share of later groups, and the bytes.
+const (
+	costHeaderString = 16
+	costHeaderMap    = 64 + 288
+	costHeaderEntry  = 64 + 2*costHeaderString
+)
 
 // parseHeader splits a header from the front of a message body. intern,
 // if not nil, turns the method's bytes into a string (so a connection can
@@ -137,12 +148,16 @@ func parseHeader(body []byte, intern func([]byte) string) (header, []byte, error
 			} else {
 				h.method = string(s)
 			}
+			h.cost += costHeaderString + int64(len(s))
 		case headerMetadata:
 			md, r, err := parseMetadata(rest)
 			if err != nil {
 				return h, nil, err
 			}
 			h.md, rest = md, r
+			if md != nil {
+				h.cost += costHeaderMap + int64(len(md))*costHeaderEntry + int64(len(body)-len(r)) // the entries' bytes are within the header's
+			}
 		default: // a later version's key: any well-formed value, skipped
 			r, ok := skipMsgpackValue(rest)
 			if !ok {

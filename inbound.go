@@ -58,12 +58,13 @@ type inMsg struct {
 	complete bool
 	timeout  time.Duration // 0 = none
 
-	ctx    context.Context // requests: set when queued or started
-	cancel context.CancelFunc
-	hctx   handlerCtx // the context the handler gets: ctx (or, for a notification, the connection's), holding req
-	req    Request
-	start  time.Time // when the message was whole; only with Config.Stats
-	size   int       // the body's length, header included; only with Config.Stats
+	ctx     context.Context // requests: set when queued or started
+	cancel  context.CancelFunc
+	hctx    handlerCtx // the context the handler gets: ctx (or, for a notification, the connection's), holding req
+	req     Request
+	start   time.Time // when the message was whole; only with Config.Stats
+	size    int       // the body's length, header included; only with Config.Stats
+	hdrCost int64     // estimated memory of the parsed header, charged with the message's
 
 	charge int64        // what the message holds of its budget (guarded by in.mu)
 	refuse *RemoteError // a request refused when its first frame arrived: answered so once whole
@@ -125,6 +126,7 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 			hdrErr = headerErrorf("nothing follows the header")
 		}
 		m.req.method, m.req.md, m.req.raw = hdr.method, hdr.md, body
+		m.hdrCost = hdr.cost
 	}
 	if m.kind == kindNotify {
 		if m.skip = hdrErr; m.skip == nil {

@@ -118,6 +118,11 @@ var readmeHarness = []struct{ name, decl string }{
 	{"addr", "var addr *string // a flag"},
 	{"err", "var err error"},
 	{"Msg", "type Msg struct {\n\tMethod string `msgpack:\"method\"`\n\tArgs   []any  `msgpack:\"args,omitempty\"`\n}"},
+	{"mux", "var mux *bokbok.Mux"},
+	{"token", "var token string // a secret both sides know"},
+	{"GetRequest", "type GetRequest struct {\n\tKey string `msgpack:\"key\"`\n}"},
+	{"GetReply", "type GetReply struct {\n\tValue   string `msgpack:\"value\"`\n\tVersion int    `msgpack:\"version\"`\n}"},
+	{"get", "func get(ctx context.Context, req GetRequest) (GetReply, error) { return GetReply{}, nil }"},
 }
 
 var (
