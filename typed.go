@@ -59,16 +59,24 @@ type typedHandler[Req, Reply any] struct {
 	f      func(ctx context.Context, req Req) (Reply, error)
 }
 
+// typedCall holds one call's request and reply, so that serving it takes
+// one allocation for both (the request escapes into the decoder, the
+// reply into the encoder).
+type typedCall[Req, Reply any] struct {
+	in  Req
+	out Reply
+}
+
 func (h *typedHandler[Req, Reply]) ServeBokbok(ctx context.Context, req *Request) (any, error) {
-	var in Req
-	if err := req.DecodeStrict(&in); err != nil {
+	p := new(typedCall[Req, Reply])
+	if err := req.DecodeStrict(&p.in); err != nil {
 		return nil, typedBadRequest(h.method, err)
 	}
-	reply, err := h.f(ctx, in)
-	if err != nil {
+	var err error
+	if p.out, err = h.f(ctx, p.in); err != nil {
 		return nil, err
 	}
-	return reply, nil
+	return &p.out, nil // encoded as the Reply it points to
 }
 
 // typedNotifyHandler serves one method registered with

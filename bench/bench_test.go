@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bokbok-go/bokbok"
 )
 
 // TestQuick runs the quick mode for every system and scenario: every
@@ -78,5 +80,51 @@ func TestMismatchIsCaught(t *testing.T) {
 		if _, err := runScenario(sc, corrupting{rawSystem{}}, o); !errors.Is(err, errMismatch) {
 			t.Errorf("(%s) with corrupted replies: got %v, want an echo mismatch", sc.id, err)
 		}
+	}
+}
+
+// TestMuxSystemsRoute checks that the bokbok-mux systems serve the echo
+// only under its method name, so their figures measure the routed path:
+// a call without a method, or with another, gets ErrNoMethod.
+func TestMuxSystemsRoute(t *testing.T) {
+	all, err := allSystems()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, sys := range all {
+		s, ok := sys.(*bokbokMuxSystem)
+		if !ok {
+			continue
+		}
+		found++
+		t.Run(s.name(), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			addr, stop, err := s.start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			c, err := s.dial(ctx, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.close()
+			if err := newCaller(c, 1, smallSize).echo(ctx); err != nil {
+				t.Fatal(err)
+			}
+			conn := c.(bokbokMuxClient).c
+			req := &Msg{Seq: 7, Data: []byte("x")}
+			if err := conn.Call(ctx, req, new(Msg)); !errors.Is(err, bokbok.ErrNoMethod) {
+				t.Errorf("Call without a method: got %v, want ErrNoMethod", err)
+			}
+			if _, err := bokbok.Invoke[Msg](ctx, conn, "nope", req); !errors.Is(err, bokbok.ErrNoMethod) {
+				t.Errorf("Invoke of \"nope\": got %v, want ErrNoMethod", err)
+			}
+		})
+	}
+	if found != 3 {
+		t.Errorf("found %d bokbok-mux systems, want 3", found)
 	}
 }

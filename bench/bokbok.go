@@ -43,8 +43,12 @@ var bokbokEcho = bokbok.HandlerFunc(func(ctx context.Context, r *bokbok.Request)
 	return &m, nil
 })
 
-func (s *bokbokSystem) start() (string, func(), error) {
-	srv := &bokbok.Server{Config: bokbok.Config{Handler: bokbokEcho}}
+func (s *bokbokSystem) start() (string, func(), error) { return s.serve(bokbokEcho) }
+
+// serve starts a bokbok.Server with handler h (and the system's key, if
+// secure) on 127.0.0.1; see system.start.
+func (s *bokbokSystem) serve(h bokbok.Handler) (string, func(), error) {
+	srv := &bokbok.Server{Config: bokbok.Config{Handler: h}}
 	if s.secure {
 		srv.Realm = bokbokRealm
 		srv.UserKey = func(user string) (bokbok.Key, bool) { return s.key, user == bokbokUser }
@@ -64,15 +68,25 @@ func (s *bokbokSystem) start() (string, func(), error) {
 type bokbokClient struct{ c *bokbok.Conn }
 
 func (s *bokbokSystem) dial(ctx context.Context, addr string) (client, error) {
-	var cfg *bokbok.Config
-	if s.secure {
-		cfg = &bokbok.Config{Key: &s.key, User: bokbokUser, Realm: bokbokRealm}
-	}
-	c, err := bokbok.Dial(ctx, addr, cfg)
+	c, err := s.connect(ctx, addr, nil)
 	if err != nil {
 		return nil, err
 	}
 	return bokbokClient{c}, nil
+}
+
+// connect dials addr with the system's key, if secure, and the given
+// client interceptors (none: a nil Config when insecure, as a user would
+// dial).
+func (s *bokbokSystem) connect(ctx context.Context, addr string, ics []bokbok.Interceptor) (*bokbok.Conn, error) {
+	var cfg *bokbok.Config
+	if s.secure || len(ics) > 0 {
+		cfg = &bokbok.Config{Interceptors: ics}
+	}
+	if s.secure {
+		cfg.Key, cfg.User, cfg.Realm = &s.key, bokbokUser, bokbokRealm
+	}
+	return bokbok.Dial(ctx, addr, cfg)
 }
 
 func (c bokbokClient) call(ctx context.Context, req *Msg) (*Msg, error) {

@@ -1,12 +1,16 @@
 // Command bench compares bokbok with other ways of making the same echo
 // RPC over one TCP connection on 127.0.0.1, all in one process:
 //
-//	raw            hand-written length-prefixed multiplexed echo (the floor)
-//	raw-secretbox  the same, every flushed write sealed with nacl/secretbox
-//	netrpc         net/rpc with gob
-//	grpc           google.golang.org/grpc unary, insecure, a binary codec
-//	bokbok         bokbok, insecure
-//	bokbok-secure  bokbok with a pre-shared key
+//	raw                hand-written length-prefixed multiplexed echo (the floor)
+//	raw-secretbox      the same, every flushed write sealed with nacl/secretbox
+//	netrpc             net/rpc with gob
+//	grpc               google.golang.org/grpc unary, insecure, a binary codec
+//	bokbok             bokbok, insecure
+//	bokbok-secure      bokbok with a pre-shared key
+//	bokbok-mux         bokbok through a Mux, a typed handler and a typed
+//	                   call, with two pass-through interceptors and middlewares
+//	bokbok-mux-bare    the same without interceptors or middleware
+//	bokbok-mux-secure  bokbok-mux with a pre-shared key
 //
 // Scenarios: (a) sequential latency, (b) 64 callers on one connection,
 // (c) 4 callers with 1 MiB messages, (d) memory per idle connection,
@@ -132,11 +136,11 @@ func runAll(cfg *config, progress io.Writer) *results {
 				m, err := runScenario(sc, sys, cfg.options)
 				took := time.Since(start).Round(time.Millisecond)
 				if err != nil {
-					fmt.Fprintf(progress, "run %d/%d  %-14s (%s)  FAILED after %v: %v\n", run, cfg.runs, sys.name(), sc.id, took, err)
+					fmt.Fprintf(progress, "run %d/%d  %-17s (%s)  FAILED after %v: %v\n", run, cfg.runs, sys.name(), sc.id, took, err)
 					res.fail(sys.name(), sc, run, err)
 					continue
 				}
-				fmt.Fprintf(progress, "run %d/%d  %-14s (%s)  %v  %s\n", run, cfg.runs, sys.name(), sc.id, took, describe(m))
+				fmt.Fprintf(progress, "run %d/%d  %-17s (%s)  %v  %s\n", run, cfg.runs, sys.name(), sc.id, took, describe(m))
 				res.add(sys.name(), m)
 			}
 		}

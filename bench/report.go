@@ -136,6 +136,15 @@ var targets = []target{
 	{"(c) 1 MiB secure", "bokbok-secure", "raw-secretbox", colMBps, false, 0.8},
 	{"(d) memory", "bokbok", "raw", colMem, true, 1.5},
 	{"(e) small-call p99", "bokbok", "netrpc", colHOLp99, true, 0.25},
+	// The method-routing API against the plain Call and Handler: within
+	// 10% with two pass-through interceptors and middlewares, within 5%
+	// with none.
+	{"(a) mux", "bokbok-mux", "bokbok", colP50, true, 1.10},
+	{"(b) mux", "bokbok-mux", "bokbok", colCalls, false, 0.90},
+	{"(a) mux bare", "bokbok-mux-bare", "bokbok", colP50, true, 1.05},
+	{"(b) mux bare", "bokbok-mux-bare", "bokbok", colCalls, false, 0.95},
+	{"(a) mux secure", "bokbok-mux-secure", "bokbok-secure", colP50, true, 1.10},
+	{"(b) mux secure", "bokbok-mux-secure", "bokbok-secure", colCalls, false, 0.90},
 }
 
 // printRatios prints each target's ratio of medians with PASS or MISS, or

@@ -42,7 +42,15 @@ func allSystems() ([]system, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []system{rawSystem{}, rawSecretboxSystem{}, netrpcSystem{}, grpcSystem{}, bok, bokSecure}, nil
+	systems := []system{rawSystem{}, rawSecretboxSystem{}, netrpcSystem{}, grpcSystem{}, bok, bokSecure}
+	for _, v := range []struct{ secure, bare bool }{{false, false}, {false, true}, {true, false}} {
+		mux, err := newBokbokMuxSystem(v.secure, v.bare)
+		if err != nil {
+			return nil, err
+		}
+		systems = append(systems, mux)
+	}
+	return systems, nil
 }
 
 // The trivial binary layout of a Msg used by raw, raw-secretbox and grpc:
