@@ -1,6 +1,7 @@
-// Command client talks to examples/server: it makes a few calls, answers
-// the server's call back ("name"), sends a notification, and shuts the
-// connection down gracefully.
+// Command client talks to examples/server: it makes a few typed calls to
+// the methods of examples/internal/exampleapi, answers the server's call
+// back ("name"), sends a notification, and shuts the connection down
+// gracefully. A client interceptor logs every call it makes.
 //
 //	go run ./examples/client -key KEY                                  # localhost:7070
 //	go run ./examples/client -key-file demo.key -addr ./bokbok.sock    # a Unix socket
@@ -27,14 +28,9 @@ import (
 	"time"
 
 	"github.com/bokbok-go/bokbok"
+	"github.com/bokbok-go/bokbok/examples/internal/exampleapi"
 	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 )
-
-// Msg is the message the examples send: a method name and its arguments.
-type Msg struct {
-	Method string `msgpack:"method"`
-	Args   []any  `msgpack:"args,omitempty"`
-}
 
 func main() {
 	addr := flag.String("addr", "localhost:7070", `address of the server: "host:port", or a Unix socket path such as "./bokbok.sock"`)
@@ -65,21 +61,16 @@ func run(addr, name string, cfg *bokbok.Config) error {
 	ctx := context.Background()
 
 	// The client serves requests too: the server calls back to ask our name.
-	handler := bokbok.HandlerFunc(func(ctx context.Context, req *bokbok.Request) (any, error) {
-		var m Msg
-		if err := req.Decode(&m); err != nil {
-			return nil, err
-		}
-		if m.Method == "name" {
-			log.Printf("the server asks for my name; answering %q", name)
-			return name, nil
-		}
-		return nil, bokbok.Errorf("no_such_method", "the client has no method %q", m.Method)
+	mux := bokbok.NewMux()
+	exampleapi.Name.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
+		log.Printf("the server asks for my name; answering %q", name)
+		return name, nil
 	})
+	cfg.Handler = mux
+	cfg.Interceptors = []bokbok.Interceptor{logCalls}
 
 	dialCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cfg.Handler = handler
 	conn, err := bokbok.Dial(dialCtx, addr, cfg)
 	if err != nil {
 		return err
@@ -91,48 +82,42 @@ func run(addr, name string, cfg *bokbok.Config) error {
 		log.Printf("connected to %s (insecure)", addr)
 	}
 
-	// A notification: no reply, and Notify returns once it is queued.
-	if err := conn.Notify(ctx, Msg{"log", []any{"hello from " + name}}); err != nil {
+	// A notification: no reply, and NotifyMethod returns once it is queued.
+	if err := conn.NotifyMethod(ctx, exampleapi.Log, "hello from "+name); err != nil {
 		return err
 	}
 	log.Printf("sent a notification")
 
-	call := func(ctx context.Context, m Msg) (any, error) {
-		var reply any
-		err := conn.Call(ctx, m, &reply)
-		if err != nil {
-			log.Printf("%s %v -> %v", m.Method, m.Args, err)
-		} else {
-			log.Printf("%s %v -> %#v", m.Method, m.Args, reply)
-		}
-		return reply, err
-	}
-	if _, err := call(ctx, Msg{"add", []any{2, 3, 4}}); err != nil {
+	// Typed calls: the request and reply types come with the method.
+	if _, err := exampleapi.Add.Call(ctx, conn, []int64{2, 3, 4}); err != nil {
 		return err
 	}
-	if _, err := call(ctx, Msg{"upper", []any{"hello, bokbok"}}); err != nil {
+	if _, err := exampleapi.Upper.Call(ctx, conn, "hello, bokbok"); err != nil {
 		return err
 	}
 	// The server calls us back during this one.
-	if _, err := call(ctx, Msg{Method: "greet"}); err != nil {
+	if _, err := exampleapi.Greet.Call(ctx, conn, struct{}{}); err != nil {
 		return err
 	}
 
-	// An error from the server's handler arrives as a *RemoteError.
-	err = conn.Call(ctx, Msg{Method: "divide", Args: []any{1, 0}}, nil)
+	// A method the server does not serve: the error arrives as a
+	// *RemoteError, which matches bokbok.ErrNoMethod. bokbok.Invoke calls
+	// any method by name, with the reply type given.
+	_, err = bokbok.Invoke[int64](ctx, conn, "divide", []int64{1, 0})
 	var re *bokbok.RemoteError
-	if !errors.As(err, &re) {
-		return fmt.Errorf("divide: want a remote error, got %v", err)
+	if !errors.As(err, &re) || !errors.Is(err, bokbok.ErrNoMethod) {
+		return fmt.Errorf("divide: want a remote error matching bokbok.ErrNoMethod, got %v", err)
 	}
-	log.Printf("divide [1 0] -> remote error, code %q: %s", re.Code, re.Message)
+	log.Printf("(a remote error of code %q, matching bokbok.ErrNoMethod)", re.Code)
 
 	// A deadline travels with the request: the server's handler sees its
 	// context end when the deadline passes. The error is ctx's own or, if
-	// the handler's reply won the race, a *RemoteError saying so.
+	// the handler's reply won the race, a *RemoteError saying so; both
+	// match context.DeadlineExceeded.
 	shortCtx, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
-	_, err = call(shortCtx, Msg{"sleep", []any{5000}})
+	_, err = exampleapi.Sleep.Call(shortCtx, conn, 5000)
 	cancelShort()
-	if !errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &re) {
+	if !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("sleep 5000 with a 200ms deadline: want a timeout, got %v", err)
 	}
 
@@ -140,9 +125,9 @@ func run(addr, name string, cfg *bokbok.Config) error {
 	// back as they are ready, not in the order the calls were made.
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
-	for _, ms := range []int{300, 200, 100} {
+	for _, ms := range []int64{300, 200, 100} {
 		wg.Go(func() {
-			if _, err := call(ctx, Msg{"sleep", []any{ms}}); err != nil {
+			if _, err := exampleapi.Sleep.Call(ctx, conn, ms); err != nil {
 				errs <- err
 			}
 		})
@@ -162,4 +147,22 @@ func run(addr, name string, cfg *bokbok.Config) error {
 	}
 	log.Printf("shut down: %v", conn.Err())
 	return nil
+}
+
+// logCalls is a client interceptor: it sees every call this side makes,
+// and logs each request with its reply or error, such as
+// "add [2 3 4] -> 9".
+func logCalls(ctx context.Context, o *bokbok.Outgoing, next bokbok.CallFunc) error {
+	err := next(ctx, o)
+	call := o.Method() + " " + exampleapi.Args(o.Message())
+	switch {
+	case o.IsNotification():
+	case err != nil:
+		log.Printf("%s -> %v", call, err)
+	default:
+		var reply any
+		o.Response().Decode(&reply) // for the log only; the caller decodes it into its own type
+		log.Printf("%s -> %#v", call, reply)
+	}
+	return err
 }

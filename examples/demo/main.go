@@ -17,7 +17,9 @@
 //
 // Both sides' Handler is an ocap.Node, which serves capability messages
 // and hands every other message to its Fallback, so one connection carries
-// plain calls and actor messages alike.
+// plain calls and actor messages alike. Each side's Fallback is a
+// bokbok.Mux of typed handlers, for the methods declared below with
+// bokbok.Method, which the other side calls with Method.Call.
 //
 // It exits 0 if everything happened as expected and 1 otherwise.
 package main
@@ -29,6 +31,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,15 +41,31 @@ import (
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
-// Msg is the message both sides send: a method name and its arguments.
-// Any value MessagePack can encode would do; a small struct keeps the
-// transcript readable.
-type Msg struct {
-	Method string `msgpack:"method"`
-	Args   []any  `msgpack:"args,omitempty"`
+// The methods, each a name with its request and reply types. The server
+// serves all but name, which the client serves; both serve add and upper.
+// A request may be any value MessagePack can encode.
+var (
+	add     = bokbok.Method[[]int64, int64]("add")
+	upper   = bokbok.Method[string, string]("upper")
+	greet   = bokbok.Method[struct{}, string]("greet") // calls the client's name back
+	name    = bokbok.Method[struct{}, string]("name")
+	step    = bokbok.Method[int, string]("step")
+	divide  = bokbok.Method[[2]int64, int64]("divide")
+	explode = bokbok.Method[struct{}, string]("explode")
+	slow    = bokbok.Method[struct{}, string]("slow")
+	repeat  = bokbok.Method[repeatArgs, string]("repeat")
+	finish  = bokbok.Method[struct{}, string]("finish")
+	noop    = bokbok.Method[struct{}, struct{}]("noop")
+)
+
+// repeatArgs is the request of repeat.
+type repeatArgs struct {
+	Text  string `msgpack:"text"`
+	Count int    `msgpack:"count"`
 }
 
-func (m Msg) String() string { return fmt.Sprintf("%s %v", m.Method, m.Args) }
+// logMethod is the notification the client sends: a string.
+const logMethod = "log"
 
 // The secure connection's realm and user.
 const (
@@ -84,7 +103,7 @@ type demo struct {
 
 	serverConn chan *bokbok.Conn // the server's side of the connection, from OnOpen
 	closed     chan error        // the server's OnClose reason
-	notes      chan Msg          // notifications the server handled
+	notes      chan string       // notifications the server handled
 
 	stepsArrived sync.WaitGroup   // the three concurrent "step" calls
 	gate         [4]chan struct{} // gate[k] opens the reply to "step k"
@@ -118,13 +137,31 @@ func describe(err error) string {
 	return "error: " + err.Error()
 }
 
-// call makes one call, printing it and its answer.
-func (d *demo) call(ctx context.Context, c *bokbok.Conn, from, to, indent string, m Msg) (any, error) {
-	d.say("%s%s -> %s: %s", indent, from, to, m)
-	var reply any
-	if err := c.Call(ctx, m, &reply); err != nil {
+// args formats a request as the transcript shows it, as a list of
+// arguments: a list as it is, a struct as its fields, and any other value
+// as a list of one.
+func args(req any) string {
+	v := reflect.ValueOf(req)
+	switch v.Kind() {
+	case reflect.Slice, reflect.Array:
+		return fmt.Sprint(req)
+	case reflect.Struct:
+		fields := make([]any, v.NumField())
+		for i := range fields {
+			fields[i] = v.Field(i).Interface()
+		}
+		return fmt.Sprint(fields)
+	}
+	return fmt.Sprintf("[%v]", req)
+}
+
+// call makes one typed call of method m on c, printing it and its answer.
+func call[Req, Reply any](ctx context.Context, d *demo, c *bokbok.Conn, from, to, indent string, m bokbok.Method[Req, Reply], req Req) (Reply, error) {
+	d.say("%s%s -> %s: %s %s", indent, from, to, m, args(req))
+	reply, err := m.Call(ctx, c, req)
+	if err != nil {
 		d.say("%s%s -> %s: %s", indent, to, from, describe(err))
-		return nil, err
+		return reply, err
 	}
 	d.say("%s%s -> %s: %s", indent, to, from, show(reply))
 	return reply, nil
@@ -158,136 +195,89 @@ func wait[T any](ch <-chan T, what string) (T, error) {
 	}
 }
 
-func ints(args []any) ([]int64, error) {
-	out := make([]int64, len(args))
-	for i, a := range args {
-		switch n := a.(type) {
-		case int64:
-			out[i] = n
-		case uint64:
-			out[i] = int64(n)
-		default:
-			return nil, bokbok.Errorf("bad_args", "argument %d is %T, want an integer", i+1, a)
-		}
-	}
-	return out, nil
-}
-
-func str(args []any, i int) (string, error) {
-	if i < len(args) {
-		if s, ok := args[i].(string); ok {
-			return s, nil
-		}
-	}
-	return "", bokbok.Errorf("bad_args", "argument %d should be a string", i+1)
-}
-
-// common serves the methods both sides offer.
-// ok is false for other methods.
-func common(m Msg) (reply any, ok bool, err error) {
-	switch m.Method {
-	case "add":
-		nums, err := ints(m.Args)
-		if err != nil {
-			return nil, true, err
-		}
+// handleCommon registers the methods both sides serve on mux.
+func handleCommon(mux *bokbok.Mux) {
+	add.Handle(mux, func(ctx context.Context, nums []int64) (int64, error) {
 		var sum int64
 		for _, n := range nums {
 			sum += n
 		}
-		return sum, true, nil
-	case "upper":
-		s, err := str(m.Args, 0)
-		return strings.ToUpper(s), true, err
-	}
-	return nil, false, nil
+		return sum, nil
+	})
+	upper.Handle(mux, func(ctx context.Context, s string) (string, error) {
+		return strings.ToUpper(s), nil
+	})
 }
 
-// serveServer is the server's Handler.
-func (d *demo) serveServer(ctx context.Context, req *bokbok.Request) (any, error) {
-	var m Msg
-	if err := req.Decode(&m); err != nil {
-		return nil, bokbok.Errorf("bad_request", "want {method, args}: %v", err)
-	}
-	if req.IsNotification() {
-		d.notes <- m
-		return nil, nil
-	}
-	if reply, ok, err := common(m); ok {
-		return reply, err
-	}
-	switch m.Method {
-	case "greet":
-		// A callback: while serving the client's request, ask the client.
-		name, err := d.call(ctx, req.Conn(), "server", "client", "    ", Msg{Method: "name"})
+// serverMux returns the server's methods.
+func (d *demo) serverMux() *bokbok.Mux {
+	mux := bokbok.NewMux()
+	handleCommon(mux)
+	greet.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
+		// A callback: while serving the client's request, ask the client,
+		// on the connection the request came on.
+		conn := bokbok.RequestFromContext(ctx).Conn()
+		n, err := call(ctx, d, conn, "server", "client", "    ", name, struct{}{})
 		if err != nil {
-			return nil, err
+			return "", err
 		}
-		return fmt.Sprintf("Hello, %v!", name), nil
-	case "step":
-		nums, err := ints(m.Args)
-		if err != nil || len(nums) != 1 || nums[0] < 1 || nums[0] > 3 {
-			return nil, bokbok.Errorf("bad_args", "step takes 1, 2 or 3")
+		return fmt.Sprintf("Hello, %s!", n), nil
+	})
+	step.Handle(mux, func(ctx context.Context, k int) (string, error) {
+		if k < 1 || k > 3 {
+			return "", bokbok.Errorf("bad_args", "step takes 1, 2 or 3")
 		}
-		k := nums[0]
 		d.stepsArrived.Done()
 		d.stepsArrived.Wait() // all three are running at once
 		select {
 		case <-d.gate[k]:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return "", ctx.Err()
 		}
 		return fmt.Sprintf("step %d done", k), nil
-	case "divide":
-		nums, err := ints(m.Args)
-		if err != nil || len(nums) != 2 {
-			return nil, bokbok.Errorf("bad_args", "divide takes two integers")
+	})
+	divide.Handle(mux, func(ctx context.Context, n [2]int64) (int64, error) {
+		if n[1] == 0 {
+			return 0, bokbok.Errorf("division_by_zero", "cannot divide %d by zero", n[0])
 		}
-		if nums[1] == 0 {
-			return nil, bokbok.Errorf("division_by_zero", "cannot divide %d by zero", nums[0])
-		}
-		return nums[0] / nums[1], nil
-	case "explode":
+		return n[0] / n[1], nil
+	})
+	explode.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
 		panic("boom")
-	case "slow":
+	})
+	slow.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
 		_, hasDeadline := ctx.Deadline()
 		d.slowStarted <- hasDeadline
 		<-ctx.Done()
 		d.slowEnded <- ctx.Err()
-		return nil, ctx.Err()
-	case "repeat":
-		s, err := str(m.Args, 0)
-		if err != nil {
-			return nil, err
-		}
-		n, err := ints(m.Args[1:])
-		if err != nil || len(n) != 1 {
-			return nil, bokbok.Errorf("bad_args", "repeat takes a string and a count")
-		}
-		return strings.Repeat(s, int(n[0])), nil
-	case "finish":
+		return "", ctx.Err()
+	})
+	repeat.Handle(mux, func(ctx context.Context, r repeatArgs) (string, error) {
+		return strings.Repeat(r.Text, r.Count), nil
+	})
+	finish.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
 		close(d.finishStart)
 		<-d.finishGo
 		return "finished", nil
-	case "noop":
-		return nil, nil
-	}
-	return nil, bokbok.Errorf("no_such_method", "no method %q", m.Method)
+	})
+	noop.Handle(mux, func(ctx context.Context, _ struct{}) (struct{}, error) {
+		return struct{}{}, nil
+	})
+	bokbok.HandleNotification(mux, logMethod, func(ctx context.Context, text string) error {
+		d.notes <- text
+		return nil
+	})
+	return mux
 }
 
-// serveClient is the client's Handler: the server calls it back.
-func serveClient(ctx context.Context, req *bokbok.Request) (any, error) {
-	var m Msg
-	if err := req.Decode(&m); err != nil {
-		return nil, err
-	}
-	if reply, ok, err := common(m); ok {
-		return reply, err
-	}
-	if m.Method == "name" {
+// clientMux returns the client's methods: the server calls them back.
+func clientMux() *bokbok.Mux {
+	mux := bokbok.NewMux()
+	handleCommon(mux)
+	name.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
 		return "demo-client", nil
-	}
-	return nil, bokbok.Errorf("no_such_method", "no method %q", m.Method)
+	})
+	return mux
 }
 
 // describeUser says who a connection is authenticated as.
@@ -342,7 +332,7 @@ func run(secure bool, passphrase string) error {
 	d := &demo{
 		serverConn:  make(chan *bokbok.Conn, 1),
 		closed:      make(chan error, 1),
-		notes:       make(chan Msg, 1),
+		notes:       make(chan string, 1),
 		slowStarted: make(chan bool, 1),
 		slowEnded:   make(chan error, 1),
 		finishStart: make(chan struct{}),
@@ -377,9 +367,9 @@ func run(secure bool, passphrase string) error {
 	// actor, in a vat of its own, under a name clients can fetch.
 	serverVat := ocap.NewVat("server")
 	defer serverVat.Close()
-	serverNode := &ocap.Node{Fallback: bokbok.HandlerFunc(d.serveServer)}
+	serverNode := &ocap.Node{Fallback: d.serverMux()}
 	serverNode.Bind("board", serverVat.Spawn(&board{d: d}))
-	clientNode := &ocap.Node{Fallback: bokbok.HandlerFunc(serveClient)}
+	clientNode := &ocap.Node{Fallback: clientMux()}
 
 	say("== dial")
 	srv := &bokbok.Server{
@@ -445,27 +435,27 @@ func run(secure bool, passphrase string) error {
 	}
 
 	say("== a call each way")
-	reply, err := d.call(ctx, client, "client", "server", "", Msg{"add", []any{2, 3}})
+	sum, err := call(ctx, d, client, "client", "server", "", add, []int64{2, 3})
 	if err != nil {
 		return err
 	}
-	if err := expect(reply, 5); err != nil {
+	if err := expect(sum, 5); err != nil {
 		return err
 	}
-	reply, err = d.call(ctx, server, "server", "client", "", Msg{"upper", []any{"hello from the server"}})
+	text, err := call(ctx, d, server, "server", "client", "", upper, "hello from the server")
 	if err != nil {
 		return err
 	}
-	if err := expect(reply, "HELLO FROM THE SERVER"); err != nil {
+	if err := expect(text, "HELLO FROM THE SERVER"); err != nil {
 		return err
 	}
 
 	say("== a callback while a request is being served")
-	reply, err = d.call(ctx, client, "client", "server", "", Msg{Method: "greet"})
+	text, err = call(ctx, d, client, "client", "server", "", greet, struct{}{})
 	if err != nil {
 		return err
 	}
-	if err := expect(reply, "Hello, demo-client!"); err != nil {
+	if err := expect(text, "Hello, demo-client!"); err != nil {
 		return err
 	}
 
@@ -485,8 +475,7 @@ func run(secure bool, passphrase string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var r string
-			err := client.Call(ctx, Msg{"step", []any{k}}, &r)
+			r, err := step.Call(ctx, client, k)
 			if err != nil {
 				errs <- err
 			} else {
@@ -510,33 +499,33 @@ func run(secure bool, passphrase string) error {
 	}
 
 	say("== a notification (no reply)")
-	note := Msg{"log", []any{"the client says hi"}}
-	say("client -> server (notification): %s", note)
-	if err := client.Notify(ctx, note); err != nil {
+	note := "the client says hi"
+	say("client -> server (notification): %s [%s]", logMethod, note)
+	if err := client.NotifyMethod(ctx, logMethod, note); err != nil {
 		return err
 	}
 	got, err := wait(d.notes, "the notification")
 	if err != nil {
 		return err
 	}
-	say("server: handled notification %s", got)
-	if got.String() != note.String() {
-		return fmt.Errorf("notification %s arrived as %s", note, got)
+	say("server: handled notification %s [%s]", logMethod, got)
+	if got != note {
+		return fmt.Errorf("notification %q arrived as %q", note, got)
 	}
 
 	say("== a remote error")
-	_, err = d.call(ctx, client, "client", "server", "", Msg{"divide", []any{1, 0}})
+	_, err = call(ctx, d, client, "client", "server", "", divide, [2]int64{1, 0})
 	if err := expectRemote(err, "division_by_zero"); err != nil {
 		return err
 	}
 
 	say("== a handler panic, recovered and returned as a remote error")
-	_, err = d.call(ctx, client, "client", "server", "", Msg{Method: "explode"})
+	_, err = call(ctx, d, client, "client", "server", "", explode, struct{}{})
 	if err := expectRemote(err, bokbok.CodePanic); err != nil {
 		return err
 	}
 	// The connection is still fine.
-	if _, err := d.call(ctx, client, "client", "server", "", Msg{"add", []any{40, 2}}); err != nil {
+	if _, err := call(ctx, d, client, "client", "server", "", add, []int64{40, 2}); err != nil {
 		return err
 	}
 
@@ -545,7 +534,10 @@ func run(secure bool, passphrase string) error {
 	defer cancel()
 	slowErr := make(chan error, 1)
 	say("client -> server: slow [] (with a 30s deadline)")
-	go func() { slowErr <- client.Call(slowCtx, Msg{Method: "slow"}, nil) }()
+	go func() {
+		_, err := slow.Call(slowCtx, client, struct{}{})
+		slowErr <- err
+	}()
 	hasDeadline, err := wait(d.slowStarted, `"slow" to start`)
 	if err != nil {
 		return err
@@ -575,14 +567,14 @@ func run(secure bool, passphrase string) error {
 
 	say("== messages that are too large")
 	say("client -> server: upper [%d bytes] (the server accepts at most 1024)", 2000)
-	err = client.Call(ctx, Msg{"upper", []any{strings.Repeat("x", 2000)}}, nil)
+	_, err = upper.Call(ctx, client, strings.Repeat("x", 2000))
 	say("client: refused before sending: %v", err)
 	var tooLarge *bokbok.MessageTooLargeError
 	if !errors.As(err, &tooLarge) {
 		return fmt.Errorf("oversized call returned %v", err)
 	}
 	say("(the client accepts at most 64 KiB, so the server will not send it a larger reply)")
-	_, err = d.call(ctx, client, "client", "server", "", Msg{"repeat", []any{"ab", 50000}})
+	_, err = call(ctx, d, client, "client", "server", "", repeat, repeatArgs{"ab", 50000})
 	if err := expectRemote(err, bokbok.CodeTooLarge); err != nil {
 		return err
 	}
@@ -598,7 +590,11 @@ func run(secure bool, passphrase string) error {
 	finished := make(chan error, 1)
 	var finishReply string
 	say("client -> server: finish [] (still running when the server shuts down)")
-	go func() { finished <- client.Call(ctx, Msg{Method: "finish"}, &finishReply) }()
+	go func() {
+		var err error
+		finishReply, err = finish.Call(ctx, client, struct{}{})
+		finished <- err
+	}()
 	if _, err := wait(d.finishStart, `"finish" to start`); err != nil {
 		return err
 	}
@@ -610,7 +606,7 @@ func run(secure bool, passphrase string) error {
 	// Once the client has heard of the shutdown, new calls fail at once
 	// without being sent. Until then they are still served.
 	for {
-		err := client.Call(ctx, Msg{Method: "noop"}, nil)
+		_, err := noop.Call(ctx, client, struct{}{})
 		if errors.Is(err, bokbok.ErrShutdown) {
 			say("client: a new call is refused: %v", err)
 			break

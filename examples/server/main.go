@@ -11,15 +11,19 @@
 // Run it with -v to see refused clients (wrong key, unknown user, wrong
 // mode) in its log.
 //
-// It serves these methods, each a message {method, args}:
+// It serves the methods of examples/internal/exampleapi, routed by a
+// bokbok.Mux to typed handlers:
 //
 //	add [numbers...]   the sum of the numbers
 //	upper [text]       the text in upper case
 //	greet []           asks the client for its name (a call back into the
-//	                   client, made while serving the request) and greets it
+//	                   client's "name" method, made while serving the
+//	                   request) and greets it
 //	sleep [ms]         waits ms milliseconds, or until the caller cancels
 //
-// Notifications are logged. Ctrl-C (SIGINT) or SIGTERM stops the server
+// and the notification "log". A middleware logs every request and
+// notification; any other method gets an error matching
+// bokbok.ErrNoMethod. Ctrl-C (SIGINT) or SIGTERM stops the server
 // gracefully: requests in flight finish, then the connections close.
 package main
 
@@ -33,14 +37,9 @@ import (
 	"time"
 
 	"github.com/bokbok-go/bokbok"
+	"github.com/bokbok-go/bokbok/examples/internal/exampleapi"
 	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 )
-
-// Msg is the message the examples send: a method name and its arguments.
-type Msg struct {
-	Method string `msgpack:"method"`
-	Args   []any  `msgpack:"args,omitempty"`
-}
 
 func main() {
 	addr := flag.String("addr", defaultAddr, `address to listen on: "host:port", or a Unix socket path such as "./bokbok.sock"`)
@@ -57,9 +56,7 @@ func main() {
 	conns := &exampleutil.ConnLog{From: peerAddr}
 	srv := &bokbok.Server{
 		Config: bokbok.Config{
-			Handler: bokbok.HandlerFunc(func(ctx context.Context, req *bokbok.Request) (any, error) {
-				return serve(ctx, conns.Name(req.Conn()), req)
-			}),
+			Handler: logRequests(conns)(newMux(conns)),
 			OnClose: conns.Closed,
 			// The library's own records (panics, protocol errors) go to
 			// the standard logger, like ours.
@@ -95,54 +92,35 @@ func main() {
 // dials, unless given another.
 const defaultAddr = "localhost:7070"
 
-// serve handles one request or notification from connection conn.
-func serve(ctx context.Context, conn string, req *bokbok.Request) (any, error) {
-	var m Msg
-	if err := req.Decode(&m); err != nil {
-		return nil, bokbok.Errorf("bad_request", "want a message {method, args}: %v", err)
-	}
-	if req.IsNotification() {
-		log.Printf("%s: notification: %s %v", conn, m.Method, m.Args)
-		return nil, nil // the result of a notification goes nowhere
-	}
-	log.Printf("%s: request: %s %v", conn, m.Method, m.Args)
-	switch m.Method {
-	case "add":
+// newMux returns the server's methods: each handler takes its request,
+// and returns its reply, as Go values.
+func newMux(conns *exampleutil.ConnLog) *bokbok.Mux {
+	mux := bokbok.NewMux()
+	exampleapi.Add.Handle(mux, func(ctx context.Context, nums []int64) (int64, error) {
 		var sum int64
-		for i, a := range m.Args {
-			n, ok := toInt(a)
-			if !ok {
-				return nil, bokbok.Errorf("bad_args", "argument %d is %v, not an integer", i+1, a)
-			}
+		for _, n := range nums {
 			sum += n
 		}
 		return sum, nil
-	case "upper":
-		if len(m.Args) != 1 {
-			return nil, bokbok.Errorf("bad_args", "upper takes one string")
-		}
-		s, ok := m.Args[0].(string)
-		if !ok {
-			return nil, bokbok.Errorf("bad_args", "upper takes a string, not %v", m.Args[0])
-		}
+	})
+	exampleapi.Upper.Handle(mux, func(ctx context.Context, s string) (string, error) {
 		return strings.ToUpper(s), nil
-	case "greet":
-		// Call back into the client while its request waits. ctx is the
-		// request's context, so if the client gives up on greet, this
-		// call is cancelled too.
-		var name string
-		if err := req.Conn().Call(ctx, Msg{Method: "name"}, &name); err != nil {
-			return nil, fmt.Errorf("asking for your name: %w", err)
+	})
+	exampleapi.Greet.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
+		// Call back into the client while its request waits, on the
+		// connection the request came on. ctx is the request's context,
+		// so if the client gives up on greet, this call is cancelled too.
+		conn := bokbok.RequestFromContext(ctx).Conn()
+		name, err := exampleapi.Name.Call(ctx, conn, struct{}{})
+		if err != nil {
+			return "", fmt.Errorf("asking for your name: %w", err)
 		}
-		log.Printf("%s: the client says its name is %q", conn, name)
+		log.Printf("%s: the client says its name is %q", conns.Name(conn), name)
 		return "Hello, " + name + "!", nil
-	case "sleep":
-		var ms int64
-		if len(m.Args) == 1 {
-			ms, _ = toInt(m.Args[0])
-		}
+	})
+	exampleapi.Sleep.Handle(mux, func(ctx context.Context, ms int64) (string, error) {
 		if ms <= 0 {
-			return nil, bokbok.Errorf("bad_args", "sleep takes a positive number of milliseconds")
+			return "", bokbok.Errorf("bad_args", "sleep takes a positive number of milliseconds")
 		}
 		select {
 		case <-time.After(time.Duration(ms) * time.Millisecond):
@@ -150,22 +128,31 @@ func serve(ctx context.Context, conn string, req *bokbok.Request) (any, error) {
 		case <-ctx.Done():
 			// The caller cancelled, or its deadline passed: the reply
 			// would go unread, so stop working on it.
-			log.Printf("%s: sleep %dms stopped early: %v", conn, ms, ctx.Err())
-			return nil, ctx.Err()
+			log.Printf("%s: sleep %dms stopped early: %v", conns.Name(bokbok.RequestFromContext(ctx).Conn()), ms, ctx.Err())
+			return "", ctx.Err()
 		}
-	}
-	return nil, bokbok.Errorf("no_such_method", "no method %q (try add, upper, greet or sleep)", m.Method)
+	})
+	bokbok.HandleNotification(mux, exampleapi.Log, func(ctx context.Context, text string) error {
+		return nil // logRequests has logged it: nothing more to do
+	})
+	return mux
 }
 
-// toInt converts a decoded MessagePack integer.
-func toInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case uint64:
-		return int64(n), true
+// logRequests is a middleware that logs each request and notification,
+// with its method and arguments, before serving it.
+func logRequests(conns *exampleutil.ConnLog) bokbok.Middleware {
+	return func(next bokbok.Handler) bokbok.Handler {
+		return bokbok.HandlerFunc(func(ctx context.Context, req *bokbok.Request) (any, error) {
+			var args any
+			_ = req.Decode(&args) // for the log only; the handler decodes it into its own type
+			kind := "request"
+			if req.IsNotification() {
+				kind = "notification"
+			}
+			log.Printf("%s: %s: %s %s", conns.Name(req.Conn()), kind, req.Method(), exampleapi.Args(args))
+			return next.ServeBokbok(ctx, req)
+		})
 	}
-	return 0, false
 }
 
 // peerAddr describes where a connection comes from. A client on a Unix
