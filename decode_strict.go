@@ -268,12 +268,8 @@ func strictFailingPart(p strictPart, scratch *[]byte) (strictPart, bool) {
 			return strictPart{}, false
 		}
 		for range n {
-			l, _ := msgpackcheck.Len(rest)
-			key := rest[:l]
-			rest = rest[l:]
-			l, _ = msgpackcheck.Len(rest)
-			val := rest[:l]
-			rest = rest[l:]
+			var key, val []byte
+			key, val, rest = cutCheckedMapEntry(rest)
 			name, ok := strictKeyName(key)
 			if !ok {
 				return strictPart{}, false
@@ -294,12 +290,8 @@ func strictFailingField(raw []byte, typ reflect.Type, scratch *[]byte) (strictPa
 		return strictPart{}, false
 	}
 	for range n {
-		l, _ := msgpackcheck.Len(rest) // checked already, with all of raw
-		key := rest[:l]
-		rest = rest[l:]
-		l, _ = msgpackcheck.Len(rest)
-		val := rest[:l]
-		rest = rest[l:]
+		var key, val []byte
+		key, val, rest = cutCheckedMapEntry(rest)
 		name, ok := strictKeyName(key)
 		if !ok {
 			return strictPart{}, false // a key msgpack cannot read as a name
@@ -529,4 +521,13 @@ func strictParseTag(tag string) (string, map[string]bool) {
 		opts[p] = true
 	}
 	return name, opts
+}
+
+// cutCheckedMapEntry splits the key and the value of a map entry from the
+// front of b, which has been checked whole already (so both are there).
+func cutCheckedMapEntry(b []byte) (key, val, rest []byte) {
+	n, _ := msgpackcheck.Len(b)
+	key, b = b[:n], b[n:]
+	n, _ = msgpackcheck.Len(b)
+	return key, b[:n], b[n:]
 }

@@ -54,8 +54,10 @@ func (r *Request) Metadata() Metadata { return r.md }
 // SetReplyMetadata attaches md to the reply (a result or an error) the
 // handler is about to return, replacing metadata set before. It has no
 // effect for a notification, or for a peer that does not read metadata.
-// A reply metadata outside the protocol's bounds (see Metadata) turns the
-// reply into a *RemoteError matching ErrBadMetadata. It must be called
+// Reply metadata outside the protocol's bounds (see Metadata) turns a
+// result into a *RemoteError, with no code, naming the problem; with an
+// error it is left out, so the error still reaches the caller. It must be
+// called
 // before the handler returns, from the handler's goroutine or one it
 // waits for.
 func (r *Request) SetReplyMetadata(md Metadata) { r.replyMD = md }

@@ -30,8 +30,11 @@ func mustBody(t *testing.T) func([]byte, error) []byte {
 var protocolExamples = []protocolExample{
 	{"preamble, insecure", func(t *testing.T) []byte { return appendPreamble(nil, modeInsecure) }},
 	{"SETTINGS with the defaults", func(t *testing.T) []byte {
-		s := settings{MaxMessageSize: DefaultMaxMessageSize, NotifyWindow: DefaultNotifyWindow, MaxConcurrentHandlers: DefaultMaxConcurrentHandlers}
-		return frameBytes(kindSettings, 0, 0, s.encode())
+		// As a Conn sends it, headers: 1 included (headers_test.go has the
+		// SETTINGS of a peer without headers).
+		defaults, err := (*Config)(nil).withDefaults()
+		require.NoError(t, err)
+		return (&Conn{cfg: defaults}).settingsFrame()
 	}},
 	{`REQUEST id 1, no deadline, message "hello"`, func(t *testing.T) []byte {
 		return frameBytes(kindRequest, 0, 1, mustBody(t)(encodeRequestBody(0, "hello")))

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -491,10 +492,11 @@ func rulesFirstRecordCases() []struct {
 		records [][]byte
 		msg     string
 	}{
-		{"SETTINGS then PING", [][]byte{rulesDataRecord(settings, ping)}, "first record holds 72 bytes, want exactly its 64-byte SETTINGS frame"},
-		{"SETTINGS then one byte", [][]byte{rulesDataRecord(settings, []byte{0})}, "first record holds 65 bytes, want exactly its 64-byte"},
-		{"SETTINGS split over two records", [][]byte{rulesDataRecord(settings[:10]), rulesDataRecord(settings[10:])}, "first record holds 10 bytes, want exactly its 64-byte"},
-		{"SETTINGS header alone", [][]byte{rulesDataRecord(settings[:frameHeaderSize])}, "first record holds 8 bytes, want exactly its 64-byte"},
+		// Go's SETTINGS frame is 73 bytes (PROTOCOL.md §14), headers: 1 included.
+		{"SETTINGS then PING", [][]byte{rulesDataRecord(settings, ping)}, fmt.Sprintf("first record holds %d bytes, want exactly its %d-byte SETTINGS frame", len(settings)+len(ping), len(settings))},
+		{"SETTINGS then one byte", [][]byte{rulesDataRecord(settings, []byte{0})}, fmt.Sprintf("first record holds %d bytes, want exactly its %d-byte", len(settings)+1, len(settings))},
+		{"SETTINGS split over two records", [][]byte{rulesDataRecord(settings[:10]), rulesDataRecord(settings[10:])}, fmt.Sprintf("first record holds 10 bytes, want exactly its %d-byte", len(settings))},
+		{"SETTINGS header alone", [][]byte{rulesDataRecord(settings[:frameHeaderSize])}, fmt.Sprintf("first record holds 8 bytes, want exactly its %d-byte", len(settings))},
 		{"less than a frame header", [][]byte{rulesDataRecord(settings[:5])}, "first record holds 5 bytes, less than a frame header"},
 		{"PING first", [][]byte{rulesDataRecord(ping, settings)}, "first frame is PING, want SETTINGS"},
 		{"CLOSE first", [][]byte{{recordClose}}, "first record is CLOSE, want SETTINGS"},
@@ -780,6 +782,6 @@ func TestSecureRulesVectors(t *testing.T) {
 		err = atkRecv(t, done, "the server")
 		require.ErrorIs(t, err, ErrAuth)
 		require.ErrorIs(t, err, ErrProtocol)
-		require.ErrorContains(t, err, "first record holds 72 bytes")
+		require.ErrorContains(t, err, "first record holds 81 bytes") // §18: SETTINGS (73 bytes) and a PING
 	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -432,21 +431,11 @@ func TestStatsCostNoAllocation(t *testing.T) {
 		}
 		return best
 	}
+	if raceEnabled() {
+		t.Skip("the race detector makes allocation counts vary")
+	}
 	off, on := low(nil), low(nopStats{})
 	t.Logf("allocations per call: %.2f without stats, %.2f with", off, on)
 	assert.LessOrEqual(t, on, off+0.5)
 }
 
-// allocsPerRun is testing.AllocsPerRun for code that involves other
-// goroutines: the average number of allocations per run, on one P.
-func allocsPerRun(runs int, f func()) float64 {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	f()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range runs {
-		f()
-	}
-	runtime.ReadMemStats(&after)
-	return float64(after.Mallocs-before.Mallocs) / float64(runs)
-}

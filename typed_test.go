@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -553,33 +551,19 @@ func typedPlainCall(ctx context.Context, c *Conn, req typedGetRequest) (typedGet
 	return out, err
 }
 
-// typedAllocsPerRun is testing.AllocsPerRun for code that involves other
-// goroutines: the average number of allocations per run, on one P.
-func typedAllocsPerRun(runs int, f func()) float64 {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	f()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	for range runs {
-		f()
-	}
-	runtime.ReadMemStats(&after)
-	return float64(after.Mallocs-before.Mallocs) / float64(runs)
-}
-
 // TestTypedAllocatesNoMoreThanPlain: a typed handler and a typed call
 // cost no allocation beyond the plain handler and call they replace.
 func TestTypedAllocatesNoMoreThanPlain(t *testing.T) {
-	if typedRaceEnabled() {
+	if raceEnabled() {
 		t.Skip("the race detector makes allocation counts vary")
 	}
 	typed, plain := typedAndPlain(t, func(h Handler) *Conn { return muxPair(t, h.(*Mux)) })
 	ctx := context.Background()
 	req := typedGetRequest{Key: "k"}
 	low := func(f func()) float64 {
-		best := typedAllocsPerRun(200, f)
+		best := allocsPerRun(200, f)
 		for range 2 { // a GC or a goroutine starting can add one to a round
-			best = min(best, typedAllocsPerRun(200, f))
+			best = min(best, allocsPerRun(200, f))
 		}
 		return best
 	}
@@ -626,14 +610,3 @@ func benchmarkTypedOrPlain(b *testing.B, typed bool) {
 	}
 }
 
-// typedRaceEnabled reports whether this test binary was built with -race.
-func typedRaceEnabled() bool {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "-race" {
-				return s.Value == "true"
-			}
-		}
-	}
-	return false
-}
