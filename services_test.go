@@ -438,4 +438,3 @@ func TestStatsCostNoAllocation(t *testing.T) {
 	t.Logf("allocations per call: %.2f without stats, %.2f with", off, on)
 	assert.LessOrEqual(t, on, off+0.5)
 }
-

@@ -609,4 +609,3 @@ func benchmarkTypedOrPlain(b *testing.B, typed bool) {
 		}
 	}
 }
-
