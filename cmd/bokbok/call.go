@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/bokbok-go/bokbok"
 	"github.com/vmihailenco/msgpack/v5"
@@ -30,9 +34,17 @@ The reply is shown as JSON: binary data as base64 strings, map keys that
 are not strings as their JSON text, timestamps in RFC 3339, other
 MessagePack extension values as {"msgpack_ext": TYPE, "data": BASE64}.
 
-The server that "bokbok serve" runs takes {"method": NAME, "params": VALUE}
-("bokbok serve --help" lists its methods):
+--method NAME sends the request for the method NAME, which the peer's
+router (a bokbok.Mux) serves; without it the request names no method.
+--meta KEY=VALUE (repeatable) sends metadata with the request. Metadata
+the reply carries is printed on standard error, one "metadata: KEY=VALUE"
+line each, so that standard output holds the reply alone.
 
+The server that "bokbok serve" runs takes named methods, or, without
+--method, {"method": NAME, "params": VALUE} ("bokbok serve --help" lists
+its methods):
+
+  bokbok call 127.0.0.1:7070 --method echo '[1, "two", 3.5]' --meta tenant=t1 --insecure
   bokbok call 127.0.0.1:7070 '{"method": "echo", "params": [1, "two", 3.5]}' --insecure
   bokbok call 127.0.0.1:7070 '"info"' --user alice --key-file alice.key --realm prod
   echo '{"method": "sleep", "params": 5000}' | bokbok call ./bokbok.sock - --insecure --timeout 1s
@@ -50,9 +62,22 @@ authenticating failed, the connection broke, or no reply came within
 --timeout; 64 for bad flags or arguments, or a MESSAGE that is not JSON.`
 
 func runCall(ctx context.Context, e *env, args []string) int {
-	flags := newFlags(e, "call", "call ADDR MESSAGE [--user NAME --key-file FILE | --insecure] [--realm REALM] [--timeout D]", callAbout)
+	flags := newFlags(e, "call", "call ADDR MESSAGE [--method NAME] [--meta KEY=VALUE]... [--user NAME --key-file FILE | --insecure] [--realm REALM] [--timeout D]", callAbout)
 	var cf connFlags
 	cf.register(flags)
+	method := flags.String("method", "", "send the request for the method `NAME`")
+	var md bokbok.Metadata
+	flags.Func("meta", "send metadata `KEY=VALUE` with the request (repeatable)", func(kv string) error {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", kv)
+		}
+		if md == nil {
+			md = bokbok.Metadata{}
+		}
+		md[k] = v
+		return nil
+	})
 	pos, code, ok := parseArgs(flags, args, "ADDR", "MESSAGE")
 	if !ok {
 		return code
@@ -94,8 +119,16 @@ func runCall(ctx context.Context, e *env, args []string) int {
 
 	rctx, cancel := callTimeoutCtx(ctx, cf.timeout)
 	defer cancel()
-	resp, err := conn.Request(rctx, msg)
+	if md != nil {
+		rctx = bokbok.WithMetadata(rctx, md)
+	}
+	resp, err := conn.RequestMethod(rctx, *method, msg)
 	var re *bokbok.RemoteError
+	if errors.As(err, &re) {
+		printMetadata(e.stderr, re.Metadata())
+	} else if err == nil {
+		printMetadata(e.stderr, resp.Metadata())
+	}
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -111,6 +144,10 @@ func runCall(ctx context.Context, e *env, args []string) int {
 		return fail(exitConnect, "the server shut down before it replied")
 	case errors.Is(err, bokbok.ErrClosed):
 		return fail(exitConnect, "the connection closed before the reply came: %s", trimBokbok(err))
+	case errors.Is(err, bokbok.ErrBadMetadata):
+		return fail(exitUsage, "--method or --meta: %s", trimBokbok(err))
+	case errors.Is(err, bokbok.ErrNoHeaders):
+		return fail(exitUsage, "the peer does not read method names (an older bokbok): leave out --method")
 	case errors.Is(err, bokbok.ErrMessageTooLarge):
 		return fail(exitUsage, "%s is too large for the peer: %s", what, trimBokbok(err))
 	case errors.Is(err, bokbok.ErrShutdown):
@@ -124,6 +161,18 @@ func runCall(ctx context.Context, e *env, args []string) int {
 	}
 	fmt.Fprintln(e.stdout, out)
 	return exitOK
+}
+
+// printMetadata prints reply metadata as "metadata: KEY=VALUE" lines,
+// keys sorted; a value that is not printable text is quoted.
+func printMetadata(w io.Writer, md bokbok.Metadata) {
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		v := md[k]
+		if !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			v = strconv.Quote(v)
+		}
+		fmt.Fprintf(w, "metadata: %s=%s\n", k, v)
+	}
 }
 
 // callTimeoutCtx is context.WithTimeout, except that d <= 0 means no limit.

@@ -24,8 +24,10 @@ const serveAbout = `Run a small inspection server, to try out clients, keys, tim
 errors: point "bokbok call", "bokbok ping", "bokbok load" or your own
 program at it.
 
-Requests: each message is a map {"method": NAME, "params": VALUE}, where
-"params" may be left out; a bare string "NAME" is short for
+Requests: a request names its method (as "bokbok call --method NAME" and
+bokbok's Conn.RequestMethod do), and its message is the method's VALUE.
+A request without a method name is a map {"method": NAME, "params":
+VALUE}, where "params" may be left out; a bare string "NAME" is short for
 {"method": "NAME"}. The methods:
 
   echo   VALUE     replies with VALUE, unchanged
@@ -44,11 +46,15 @@ Requests: each message is a map {"method": NAME, "params": VALUE}, where
                    fails with a remote error of code C and message M (both
                    optional; a bare string is the message), to try a
                    client's error handling
+  metadata         replies with the request's metadata, a map (echo also
+                   sends the request's metadata back with its reply)
 
-A request for any other method fails with code "no_such_method"; a message
-of another shape with code "bad_request"; wrong params with "bad_params".
-Notifications are logged and otherwise ignored.
+A request for any other method fails with code "bokbok.no_method"; a
+message without a method name of another shape with code "bad_request";
+wrong params with "bad_params". Notifications are logged and otherwise
+ignored.
 
+  bokbok call 127.0.0.1:7070 --method echo '{"a": [1, 2.5, "x"]}' --meta tenant=t1 --insecure
   bokbok call 127.0.0.1:7070 '{"method": "echo", "params": {"a": [1, 2.5, "x"]}}' --insecure
   bokbok call 127.0.0.1:7070 '"info"' --user alice --key-file alice.key --realm prod
 
@@ -74,11 +80,11 @@ get --grace to finish, then it exits with status 0.
 Exit status: 0 when stopped by a signal; 2 if it cannot listen on ADDR; 64
 for bad flags or a bad keys file (each bad line is reported as FILE:LINE).`
 
-// Remote error codes of the inspection server.
+// Remote error codes of the inspection server (an unknown method gets
+// bokbok.CodeNoMethod).
 const (
-	codeNoSuchMethod = "no_such_method"
-	codeBadRequest   = "bad_request"
-	codeBadParams    = "bad_params"
+	codeBadRequest = "bad_request"
+	codeBadParams  = "bad_params"
 )
 
 // maxSleep bounds the sleep method.
@@ -154,7 +160,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	srv := &bokbok.Server{
 		Config: bokbok.Config{
 			Realm:   *realm,
-			Handler: h,
+			Handler: h.handler(),
 			Logger:  log,
 			OnClose: func(c *bokbok.Conn, reason error) {
 				log.Info("connection closed", connAttrs(c, "reason", closeReason(reason))...)
@@ -276,51 +282,6 @@ func readKeysFile(path string) (map[string]bokbok.Key, error) {
 		return nil, fmt.Errorf("%s: no users: add a \"USER KEY\" line for each user (make keys with \"bokbok keygen\"), or serve with --insecure", path)
 	}
 	return users, nil
-}
-
-// inspector is the Handler of bokbok serve.
-type inspector struct {
-	log     *slog.Logger
-	realm   string
-	secure  bool
-	verbose bool
-}
-
-func (s *inspector) ServeBokbok(ctx context.Context, req *bokbok.Request) (any, error) {
-	c := req.Conn()
-	if req.IsNotification() {
-		s.log.Info("notification", connAttrs(c, "message", messageSummary(req))...)
-		return nil, nil
-	}
-	method, params, err := parseServeMessage(req)
-	if s.verbose {
-		s.log.Info("request", connAttrs(c, "message", messageSummary(req))...)
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch method {
-	case "echo":
-		if len(params) == 0 {
-			return nil, nil
-		}
-		return params, nil
-	case "ping":
-		return "pong", nil
-	case "info":
-		return map[string]any{
-			"user":   c.User(),
-			"remote": remoteName(c.RemoteAddr()),
-			"realm":  s.realm,
-			"secure": s.secure,
-			"time":   time.Now().Format(time.RFC3339Nano),
-		}, nil
-	case "sleep":
-		return serveSleep(ctx, params, c.Draining())
-	case "error":
-		return nil, remoteErrorFor(params)
-	}
-	return nil, bokbok.Errorf(codeNoSuchMethod, "no method %q: this server has echo, ping, info, sleep and error", method)
 }
 
 // parseServeMessage splits a request into its method and its params (nil if
