@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -34,20 +35,31 @@ The reply is shown as JSON: binary data as base64 strings, map keys that
 are not strings as their JSON text, timestamps in RFC 3339, other
 MessagePack extension values as {"msgpack_ext": TYPE, "data": BASE64}.
 
---method NAME sends the request for the method NAME, which the peer's
-router (a bokbok.Mux) serves; without it the request names no method.
---meta KEY=VALUE (repeatable) sends metadata with the request. Metadata
-the reply carries is printed on standard error, one "metadata: KEY=VALUE"
-line each, so that standard output holds the reply alone.
+--method NAME sends MESSAGE as the message of a request for the method
+NAME, which the peer's router (a bokbok.Mux) dispatches on; MESSAGE may
+then be left out, to send null. Without --method the request names no
+method (and "bokbok serve" reads MESSAGE as {"method": NAME, "params":
+VALUE}).
 
-The server that "bokbok serve" runs takes named methods, or, without
---method, {"method": NAME, "params": VALUE} ("bokbok serve --help" lists
-its methods):
+--meta KEY=VALUE (repeatable, each KEY once) sends metadata with the
+request; VALUE is sent byte for byte as given, and may be empty. The
+metadata the reply carries (an error reply too) is printed on standard
+error, before anything else, as one "metadata: KEY=VALUE" line per key,
+keys sorted; a key or value that is not printable text, and a key with
+"=" in it, is shown quoted as Go quotes strings. Standard output holds the
+reply alone.
+
+--notify sends MESSAGE as a notification instead (with --method and
+--meta, if given): no reply comes and nothing is printed; the exit status
+is 0 once it has been sent.
+
+The server that "bokbok serve" runs serves its methods in both forms
+("bokbok serve --help" lists them):
 
   bokbok call 127.0.0.1:7070 --method echo '[1, "two", 3.5]' --meta tenant=t1 --insecure
   bokbok call 127.0.0.1:7070 '{"method": "echo", "params": [1, "two", 3.5]}' --insecure
-  bokbok call 127.0.0.1:7070 '"info"' --user alice --key-file alice.key --realm prod
-  echo '{"method": "sleep", "params": 5000}' | bokbok call ./bokbok.sock - --insecure --timeout 1s
+  bokbok call 127.0.0.1:7070 --method info --user alice --key-file alice.key --realm prod
+  echo 5000 | bokbok call ./bokbok.sock - --method sleep --insecure --timeout 1s
 
 ADDR is host:port, tcp://host:port, a Unix socket path with a "/" in it
 (./bokbok.sock) or unix:///abs/path.sock. To connect securely, pass --user
@@ -56,36 +68,68 @@ pass --insecure. --timeout bounds connecting and, again, waiting for the
 reply (0 waits for ever); the request carries its deadline to the server,
 whose handler is cancelled when it passes.
 
-Exit status: 0 with the reply printed; 1 if the peer answered with an error
-(its code and message are printed on standard error); 2 if connecting or
-authenticating failed, the connection broke, or no reply came within
---timeout; 64 for bad flags or arguments, or a MESSAGE that is not JSON.`
+Exit status: 0 with the reply printed (or the notification sent); 1 if
+the peer answered with an error (its code and message are printed on
+standard error: "bokbok.no_method" if it serves no method NAME); 2 if
+connecting or authenticating failed, the connection broke, or no reply
+came within --timeout; 64 for bad flags or arguments, a MESSAGE that is
+not JSON, metadata beyond the protocol's bounds, or --method to a peer
+too old to read method names.`
+
+// metaFlag is the value of the repeatable --meta KEY=VALUE.
+type metaFlag struct{ md bokbok.Metadata }
+
+func (f *metaFlag) String() string { return "" }
+
+func (f *metaFlag) Set(kv string) error {
+	k, v, ok := strings.Cut(kv, "=")
+	switch {
+	case !ok || k == "":
+		return fmt.Errorf("want KEY=VALUE, got %q", kv)
+	case len(k) > 255:
+		return fmt.Errorf("the key is %d bytes long; a metadata key has at most 255", len(k))
+	}
+	if _, dup := f.md[k]; dup {
+		return fmt.Errorf("the key %q is given twice; give each key once", k)
+	}
+	if f.md == nil {
+		f.md = bokbok.Metadata{}
+	}
+	f.md[k] = v
+	return nil
+}
 
 func runCall(ctx context.Context, e *env, args []string) int {
-	flags := newFlags(e, "call", "call ADDR MESSAGE [--method NAME] [--meta KEY=VALUE]... [--user NAME --key-file FILE | --insecure] [--realm REALM] [--timeout D]", callAbout)
+	flags := newFlags(e, "call", "call ADDR [MESSAGE] [--method NAME] [--meta KEY=VALUE]... [--notify] [--user NAME --key-file FILE | --insecure] [--realm REALM] [--timeout D]", callAbout)
 	var cf connFlags
 	cf.register(flags)
-	method := flags.String("method", "", "send the request for the method `NAME`")
-	var md bokbok.Metadata
-	flags.Func("meta", "send metadata `KEY=VALUE` with the request (repeatable)", func(kv string) error {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("want KEY=VALUE, got %q", kv)
-		}
-		if md == nil {
-			md = bokbok.Metadata{}
-		}
-		md[k] = v
-		return nil
-	})
-	pos, code, ok := parseArgs(flags, args, "ADDR", "MESSAGE")
+	method := flags.String("method", "", "send MESSAGE (null if left out) as a request for the method `NAME`")
+	var meta metaFlag
+	flags.Var(&meta, "meta", "send metadata `KEY=VALUE` with the request (repeatable); reply metadata is printed on standard error")
+	notify := flags.Bool("notify", false, "send MESSAGE as a notification: no reply, nothing printed")
+	pos, code, ok := parseArgs(flags, args, "ADDR", "[MESSAGE]")
 	if !ok {
 		return code
 	}
-	addr, text := pos[0], pos[1]
 	fail := func(code int, format string, a ...any) int {
 		fmt.Fprintf(e.stderr, "bokbok call: "+format+"\n", a...)
 		return code
+	}
+	methodSet := false
+	flags.Visit(func(f *flag.Flag) { methodSet = methodSet || f.Name == "method" })
+	switch {
+	case methodSet && *method == "":
+		return fail(exitUsage, "--method needs a NAME; leave it out to send a request without a method name")
+	case len(*method) > 255:
+		return fail(exitUsage, "--method is %d bytes long; a method name has at most 255", len(*method))
+	case len(pos) < 2 && !methodSet:
+		fmt.Fprintf(e.stderr, "bokbok call: want 2 argument(s) (ADDR MESSAGE), got %d: %q; MESSAGE may be left out only with --method NAME\n", len(pos), pos)
+		fmt.Fprintln(e.stderr, `Run "bokbok call --help" for usage.`)
+		return exitUsage
+	}
+	addr, text := pos[0], "null"
+	if len(pos) > 1 {
+		text = pos[1]
 	}
 	if _, err := bokbok.ParseAddr(addr); err != nil {
 		return fail(exitUsage, "ADDR: %s", trimBokbok(err))
@@ -119,20 +163,37 @@ func runCall(ctx context.Context, e *env, args []string) int {
 
 	rctx, cancel := callTimeoutCtx(ctx, cf.timeout)
 	defer cancel()
-	if md != nil {
-		rctx = bokbok.WithMetadata(rctx, md)
+	if meta.md != nil {
+		rctx = bokbok.WithMetadata(rctx, meta.md)
 	}
-	resp, err := conn.RequestMethod(rctx, *method, msg)
+	var resp *bokbok.Response
+	if *notify {
+		err = conn.NotifyMethod(rctx, *method, msg)
+		if err == nil {
+			// Shut down gracefully, so that the notification is written
+			// out before the connection closes.
+			if err = conn.Shutdown(rctx); err != nil && ctx.Err() == nil && rctx.Err() == nil {
+				return fail(exitConnect, "the connection closed before the notification was surely sent: %s", trimBokbok(err))
+			}
+		}
+	} else {
+		resp, err = conn.RequestMethod(rctx, *method, msg)
+	}
 	var re *bokbok.RemoteError
 	if errors.As(err, &re) {
 		printMetadata(e.stderr, re.Metadata())
-	} else if err == nil {
+	} else if resp != nil {
 		printMetadata(e.stderr, resp.Metadata())
 	}
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
+		if *notify {
+			return fail(exitConnect, "interrupted before the notification was sent")
+		}
 		return fail(exitConnect, "interrupted before the reply came")
+	case *notify && (rctx.Err() != nil || err == context.DeadlineExceeded):
+		return fail(exitConnect, "the notification could not be sent within %v (--timeout): the peer takes no more notifications for now", cf.timeout)
 	case rctx.Err() != nil || err == context.DeadlineExceeded: // Request reports a passed deadline even before rctx's timer fires
 		return fail(exitConnect, "no reply within %v (--timeout; the server's handler had the same deadline); pass a longer --timeout to wait more", cf.timeout)
 	case errors.As(err, &re):
@@ -147,13 +208,16 @@ func runCall(ctx context.Context, e *env, args []string) int {
 	case errors.Is(err, bokbok.ErrBadMetadata):
 		return fail(exitUsage, "--method or --meta: %s", trimBokbok(err))
 	case errors.Is(err, bokbok.ErrNoHeaders):
-		return fail(exitUsage, "the peer does not read method names (an older bokbok): leave out --method")
+		return fail(exitUsage, "--method: the peer does not read method names (it speaks an earlier version of the protocol): leave out --method, and send what its handler expects")
 	case errors.Is(err, bokbok.ErrMessageTooLarge):
 		return fail(exitUsage, "%s is too large for the peer: %s", what, trimBokbok(err))
 	case errors.Is(err, bokbok.ErrShutdown):
 		return fail(exitConnect, "the server is shutting down and took no new request; try again when it is back")
 	default:
 		return fail(exitConnect, "%s", trimBokbok(err))
+	}
+	if *notify {
+		return exitOK
 	}
 	out, err := replyJSON(resp.Decode, "  ")
 	if err != nil {
@@ -164,15 +228,21 @@ func runCall(ctx context.Context, e *env, args []string) int {
 }
 
 // printMetadata prints reply metadata as "metadata: KEY=VALUE" lines,
-// keys sorted; a value that is not printable text is quoted.
+// keys sorted; a key or value that is not printable text, or a key with
+// "=" in it, is quoted.
 func printMetadata(w io.Writer, md bokbok.Metadata) {
 	for _, k := range slices.Sorted(maps.Keys(md)) {
-		v := md[k]
-		if !utf8.ValidString(v) || strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) {
-			v = strconv.Quote(v)
-		}
-		fmt.Fprintf(w, "metadata: %s=%s\n", k, v)
+		fmt.Fprintf(w, "metadata: %s=%s\n", metaText(k, true), metaText(md[k], false))
 	}
+}
+
+// metaText shows a metadata key or value on one line.
+func metaText(s string, key bool) string {
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) ||
+		key && strings.Contains(s, "=") || strings.HasPrefix(s, `"`) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // callTimeoutCtx is context.WithTimeout, except that d <= 0 means no limit.

@@ -432,32 +432,12 @@ func TestCLIServeSecure(t *testing.T) {
 	})
 	t.Run("no such method", func(t *testing.T) {
 		r := s.call(t, `{"method": "fly"}`)
-		r.wantOneLine(t, exitRemote, "bokbok.no_method", `"fly"`)
-	})
-	t.Run("named method with metadata", func(t *testing.T) {
-		r := s.call(t, `{"a": [1, 2.5]}`, "--method", "echo", "--meta", "tenant=t1", "--meta", "trace=x=y")
-		r.want(t, exitOK, nil, []string{"metadata: tenant=t1\n", "metadata: trace=x=y\n"})
-		if got := compactJSON(t, r.stdout); got != `{"a":[1,2.5]}` {
-			t.Errorf("echo replied %s", got)
-		}
-		r = s.call(t, `null`, "--method", "metadata", "--meta", "tenant=t1")
-		r.want(t, exitOK, nil, nil)
-		if got := compactJSON(t, r.stdout); got != `{"tenant":"t1"}` {
-			t.Errorf("metadata replied %s", got)
-		}
-		s.call(t, `20`, "--method", "sleep").want(t, exitOK, []string{`"slept_ms": 20`}, nil)
-	})
-	t.Run("named method unknown", func(t *testing.T) {
-		s.call(t, `1`, "--method", "fly").wantOneLine(t, exitRemote, "bokbok.no_method", `"fly"`)
-	})
-	t.Run("bad metadata flag", func(t *testing.T) {
-		s.call(t, `1`, "--meta", "novalue").wantOneLineOrUsage(t, exitUsage, "KEY=VALUE")
-		s.call(t, `1`, "--method", strings.Repeat("m", 256)).wantOneLine(t, exitUsage, "--method")
+		r.wantOneLine(t, exitRemote, "[bokbok.no_method]", `"fly"`, "this server has echo, ping, info, metadata, sleep, error")
 	})
 	t.Run("bad request", func(t *testing.T) {
-		s.call(t, `[1, 2]`).wantOneLine(t, exitRemote, "bad_request")
-		s.call(t, `{"method": "echo", "parms": 1}`).wantOneLine(t, exitRemote, "bad_request", `"parms"`)
-		s.call(t, `{"method": "sleep", "params": "soon"}`).wantOneLine(t, exitRemote, "bad_params")
+		s.call(t, `[1, 2]`).wantOneLine(t, exitRemote, "[bokbok.bad_request]")
+		s.call(t, `{"method": "echo", "parms": 1}`).wantOneLine(t, exitRemote, "[bokbok.bad_request]", `"parms"`)
+		s.call(t, `{"method": "sleep", "params": "soon"}`).wantOneLine(t, exitRemote, "[bokbok.bad_request]", `sleep: request field "params"`, "string into float64")
 	})
 	t.Run("invalid JSON", func(t *testing.T) {
 		s.call(t, `{"method": `).wantOneLine(t, exitUsage, "not valid JSON")
@@ -706,7 +686,7 @@ func TestCLIHelp(t *testing.T) {
 	}
 	// The flags are spelled as the errors spell them.
 	r := cliRun(t, "", "serve", "--help")
-	r.want(t, exitOK, nil, []string{"--listen ADDR", "--keys FILE", "--insecure", "--realm REALM", "echo", "info", "sleep", "bokbok.no_method", "Exit status"})
+	r.want(t, exitOK, nil, []string{"--listen ADDR", "--keys FILE", "--insecure", "--realm REALM", "echo", "info", "sleep", "metadata", "bokbok.no_method", "bokbok.bad_request", "Exit status"})
 	r = cliRun(t, "", "call", "--help")
-	r.want(t, exitOK, nil, []string{"--user NAME", "--key-file FILE", "--timeout D", "Exit status"})
+	r.want(t, exitOK, nil, []string{"--user NAME", "--key-file FILE", "--timeout D", "--method NAME", "--meta KEY=VALUE", "--notify", "metadata: KEY=VALUE", "Exit status"})
 }

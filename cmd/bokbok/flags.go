@@ -101,8 +101,9 @@ func isFlagValue(fs *flag.FlagSet, args []string, i int) bool {
 	return !ok || !b.IsBoolFlag()
 }
 
-// parseArgs parses args, wants exactly n positional arguments (named in
-// names for the error), and reports problems on stderr. ok is false if the
+// parseArgs parses args, wants the positional arguments named in names
+// (for the error; trailing names in brackets, such as "[MESSAGE]", are
+// optional), and reports problems on stderr. ok is false if the
 // command should exit with code: exitOK after --help (the usage has been
 // printed), exitUsage after a bad flag or argument count (the problem and
 // a pointer to --help have been printed).
@@ -115,12 +116,18 @@ func parseArgs(fs *flag.FlagSet, args []string, names ...string) (pos []string, 
 		full()
 		return nil, exitOK, false
 	}
-	if err == nil && len(pos) != len(names) {
+	required := len(names)
+	for required > 0 && strings.HasPrefix(names[required-1], "[") {
+		required--
+	}
+	if err == nil && (len(pos) < required || len(pos) > len(names)) {
 		switch {
 		case len(names) == 0:
 			err = fmt.Errorf("takes no arguments, got %q", pos)
-		default:
+		case required == len(names):
 			err = fmt.Errorf("want %d argument(s) (%s), got %d: %q", len(names), strings.Join(names, " "), len(pos), pos)
+		default:
+			err = fmt.Errorf("want %d to %d argument(s) (%s), got %d: %q", required, len(names), strings.Join(names, " "), len(pos), pos)
 		}
 		fmt.Fprintf(fs.Output(), "bokbok %s: %v\n", fs.Name(), err)
 	}

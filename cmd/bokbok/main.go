@@ -5,7 +5,8 @@
 //	                                    derive a key from a passphrase
 //	bokbok serve --listen ADDR [--keys FILE | --insecure]
 //	                                    run a small inspection server
-//	bokbok call ADDR MESSAGE [flags]    send one request (JSON in, JSON out)
+//	bokbok call ADDR [MESSAGE] [flags]  send one request (JSON in, JSON out),
+//	                                    --method NAME and --meta KEY=VALUE
 //	bokbok ping ADDR [flags]            measure round trips
 //	bokbok load ADDR [flags]            run concurrent callers, report rates
 //
@@ -49,7 +50,7 @@ func commands() []command {
 	return []command{
 		{"keygen", "print a new random key in its text form", runKeygen},
 		{"passphrase", "derive a key from a passphrase (argon2id)", runPassphrase},
-		{"serve", "run a small inspection server (echo, ping, info)", runServe},
+		{"serve", "run a small inspection server (echo, ping, info, metadata, ...)", runServe},
 		{"call", "send one request given as JSON and print the reply as JSON", runCall},
 		{"ping", "measure round trips to a bokbok peer", runPing},
 		{"load", "run concurrent callers and report calls/s and latency", runLoad},

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"os"
 	"regexp"
@@ -17,46 +16,48 @@ import (
 	"time"
 
 	"github.com/bokbok-go/bokbok"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 const serveAbout = `Run a small inspection server, to try out clients, keys, timeouts and
 errors: point "bokbok call", "bokbok ping", "bokbok load" or your own
 program at it.
 
-Requests: a request names its method (as "bokbok call --method NAME" and
-bokbok's Conn.RequestMethod do), and its message is the method's VALUE.
-A request without a method name is a map {"method": NAME, "params":
-VALUE}, where "params" may be left out; a bare string "NAME" is short for
-{"method": "NAME"}. The methods:
+Methods: a request names its method, as "bokbok call --method NAME" and
+Conn.RequestMethod do, and its message is the method's params. A request
+without a method name (from an older client, or "bokbok call" without
+--method) is read the old way: its message is a map
+{"method": NAME, "params": VALUE}, where "params" may be left out, and a
+bare string "NAME" is short for {"method": "NAME"}. Both forms reach the
+same methods:
 
-  echo   VALUE     replies with VALUE, unchanged
+  echo     VALUE   replies with VALUE, unchanged, with the request's
+                   metadata as the reply's metadata
   ping             replies "pong"
   info             replies with a map: "user" (the authenticated user, ""
                    when insecure), "remote" (the client's address), "realm"
                    (this server's), "secure" (true or false), "time" (the
                    server's clock, RFC 3339)
-  sleep  MS        waits MS milliseconds, then replies {"slept_ms": MS}; it
+  metadata         replies with the request's metadata, a map of strings
+                   (try "bokbok call ADDR --method metadata --meta k=v")
+  sleep    MS      waits MS milliseconds, then replies {"slept_ms": MS}; it
                    stops early, with an error, when the caller cancels or
                    its deadline passes (try "bokbok call --timeout 1s");
                    when the server begins a graceful shutdown it stops at
                    once and replies {"slept_ms": T, "cut_short": REASON},
                    T being the time it did sleep
-  error  {"code": C, "message": M}
+  error    {"code": C, "message": M}
                    fails with a remote error of code C and message M (both
                    optional; a bare string is the message), to try a
                    client's error handling
-  metadata         replies with the request's metadata, a map (echo also
-                   sends the request's metadata back with its reply)
 
 A request for any other method fails with code "bokbok.no_method"; a
-message without a method name of another shape with code "bad_request";
-wrong params with "bad_params". Notifications are logged and otherwise
-ignored.
+message of another shape, or params of the wrong type or with a key the
+method does not know, with "bokbok.bad_request", whose message names the
+field at fault. Notifications are logged and otherwise ignored.
 
   bokbok call 127.0.0.1:7070 --method echo '{"a": [1, 2.5, "x"]}' --meta tenant=t1 --insecure
   bokbok call 127.0.0.1:7070 '{"method": "echo", "params": {"a": [1, 2.5, "x"]}}' --insecure
-  bokbok call 127.0.0.1:7070 '"info"' --user alice --key-file alice.key --realm prod
+  bokbok call 127.0.0.1:7070 --method info --user alice --key-file alice.key --realm prod
 
 Modes: exactly one of --keys and --insecure is required.
   --keys FILE  secure: clients authenticate as one of FILE's users with
@@ -73,22 +74,15 @@ socket path with a "/" in it (./bokbok.sock) or unix:///abs/path.sock.
 
 Once listening, the server prints one line on standard output, "bokbok
 serve: listening on ADDR (MODE)", with the real address (and port). It logs
-connections, refusals (with the reason) and notifications on standard
-error; keys are never logged. SIGINT or SIGTERM stops it: requests in flight
+connections, refusals (with the reason), notifications and failed
+requests (method, user, duration, error code and message) on standard
+error; with --verbose, every request too, when it arrives (with its
+message) and when it is answered. Keys and metadata values are never
+logged, only metadata keys. SIGINT or SIGTERM stops it: requests in flight
 get --grace to finish, then it exits with status 0.
 
 Exit status: 0 when stopped by a signal; 2 if it cannot listen on ADDR; 64
 for bad flags or a bad keys file (each bad line is reported as FILE:LINE).`
-
-// Remote error codes of the inspection server (an unknown method gets
-// bokbok.CodeNoMethod).
-const (
-	codeBadRequest = "bad_request"
-	codeBadParams  = "bad_params"
-)
-
-// maxSleep bounds the sleep method.
-const maxSleep = 24 * time.Hour
 
 func runServe(ctx context.Context, e *env, args []string) int {
 	fs := newFlags(e, "serve", "serve --listen ADDR (--keys FILE | --insecure) [--realm REALM] [--grace D] [--verbose]", serveAbout)
@@ -98,7 +92,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 		insecure = fs.Bool("insecure", false, "serve without authentication or encryption (trusted networks only)")
 		realm    = fs.String("realm", "", "this server's `REALM`; secure clients must pass the same --realm")
 		grace    = fs.Duration("grace", 5*time.Second, "on SIGINT or SIGTERM, give requests in flight up to `D` (e.g. 500ms, 1m) to finish, then close the connections")
-		verbose  = fs.Bool("verbose", false, "log every request too, not only connections and notifications")
+		verbose  = fs.Bool("verbose", false, "log every request too (at level DEBUG), not only connections, notifications and failed requests")
 	)
 	if _, code, ok := parseArgs(fs, args); !ok {
 		return code
@@ -134,7 +128,14 @@ func runServe(ctx context.Context, e *env, args []string) int {
 		}
 	}
 
-	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	// The library's own records at info and above: its debug records
+	// repeat what this command logs.
+	libLog := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if *keysFile != "" {
 		if st, err := os.Stat(*keysFile); err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
 			log.Warn("the keys file is readable by other users; make it private", "file", *keysFile, "mode", st.Mode().Perm().String(), "fix", "chmod 600 "+*keysFile)
@@ -156,12 +157,12 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	}
 	where := bokbok.Addr{Network: ln.Addr().Network(), Address: ln.Addr().String()}.String()
 
-	h := &inspector{log: log, realm: *realm, secure: users != nil, verbose: *verbose}
+	h := newInspector(log, *realm, users != nil)
 	srv := &bokbok.Server{
 		Config: bokbok.Config{
 			Realm:   *realm,
 			Handler: h.handler(),
-			Logger:  log,
+			Logger:  libLog,
 			OnClose: func(c *bokbok.Conn, reason error) {
 				log.Info("connection closed", connAttrs(c, "reason", closeReason(reason))...)
 			},
@@ -185,7 +186,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 		}
 	}
 	fmt.Fprintf(e.stdout, "bokbok serve: listening on %s (%s)\n", where, mode)
-	fmt.Fprintf(e.stderr, "bokbok serve: try: bokbok call %s '\"info\"' %s\n", shellQuote(where), hint)
+	fmt.Fprintf(e.stderr, "bokbok serve: try: bokbok call %s --method info %s\n", shellQuote(where), hint)
 
 	srv.OnRefused = func(remote net.Addr, err error) {
 		attrs := []any{"remote", remoteName(remote), "reason", trimBokbok(err)}
@@ -282,92 +283,6 @@ func readKeysFile(path string) (map[string]bokbok.Key, error) {
 		return nil, fmt.Errorf("%s: no users: add a \"USER KEY\" line for each user (make keys with \"bokbok keygen\"), or serve with --insecure", path)
 	}
 	return users, nil
-}
-
-// parseServeMessage splits a request into its method and its params (nil if
-// absent).
-func parseServeMessage(req *bokbok.Request) (string, msgpack.RawMessage, error) {
-	const shape = `send {"method": NAME, "params": VALUE} or "NAME"`
-	var m map[string]msgpack.RawMessage
-	if err := req.Decode(&m); err != nil {
-		var name string
-		if req.Decode(&name) == nil {
-			return name, nil, nil
-		}
-		return "", nil, bokbok.Errorf(codeBadRequest, "the message is not a map with string keys: %s", shape)
-	}
-	rawMethod, ok := m["method"]
-	if !ok {
-		return "", nil, bokbok.Errorf(codeBadRequest, "the message has no \"method\": %s", shape)
-	}
-	var method string
-	if err := msgpack.Unmarshal(rawMethod, &method); err != nil {
-		return "", nil, bokbok.Errorf(codeBadRequest, "\"method\" is not a string: %s", shape)
-	}
-	for k := range m {
-		if k != "method" && k != "params" {
-			return "", nil, bokbok.Errorf(codeBadRequest, "unknown key %q in the message: %s", k, shape)
-		}
-	}
-	return method, m["params"], nil
-}
-
-// serveSleep sleeps as asked, but not past the start of a graceful
-// shutdown (draining), so that it never holds a drain until its deadline.
-func serveSleep(ctx context.Context, params msgpack.RawMessage, draining <-chan struct{}) (any, error) {
-	const want = `sleep wants the milliseconds to sleep as params, e.g. {"method": "sleep", "params": 500}`
-	var ms float64
-	if len(params) == 0 || msgpack.Unmarshal(params, &ms) != nil {
-		return nil, bokbok.Errorf(codeBadParams, "%s", want)
-	}
-	if math.IsNaN(ms) || ms < 0 || ms > float64(maxSleep/time.Millisecond) {
-		return nil, bokbok.Errorf(codeBadParams, "sleep: %v ms is out of range 0 to %d (%v)", ms, maxSleep/time.Millisecond, maxSleep)
-	}
-	start := time.Now()
-	t := time.NewTimer(time.Duration(ms * float64(time.Millisecond)))
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		return nil, ctx.Err() // sent as bokbok.canceled or bokbok.deadline_exceeded
-	case <-draining:
-		slept := time.Since(start).Milliseconds()
-		return map[string]any{"slept_ms": slept, "cut_short": "the server is shutting down"}, nil
-	}
-	var slept any = ms
-	if ms == math.Trunc(ms) {
-		slept = int64(ms)
-	}
-	return map[string]any{"slept_ms": slept}, nil
-}
-
-// remoteErrorFor builds the error the error method returns.
-func remoteErrorFor(params msgpack.RawMessage) error {
-	e := &bokbok.RemoteError{Code: "example", Message: "an error, as requested"}
-	if len(params) == 0 {
-		return e
-	}
-	var msg string
-	if msgpack.Unmarshal(params, &msg) == nil {
-		if msg != "" {
-			e.Message = msg
-		}
-		return e
-	}
-	var p struct {
-		Code    *string `msgpack:"code"`
-		Message *string `msgpack:"message"`
-	}
-	if msgpack.Unmarshal(params, &p) != nil {
-		return bokbok.Errorf(codeBadParams, `error wants params {"code": CODE, "message": MESSAGE} (both optional) or a message string`)
-	}
-	if p.Code != nil {
-		e.Code = *p.Code
-	}
-	if p.Message != nil {
-		e.Message = *p.Message
-	}
-	return e
 }
 
 // summary renders a message as JSON for the log, cut short if long.
