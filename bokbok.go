@@ -36,7 +36,7 @@ import (
 // defaults; cfg.Handler serves the requests the peer sends back. ctx bounds
 // dialling and the opening handshake, not the connection's life.
 func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
-	full, err := cfg.withDefaults()
+	full, err := cfg.dialDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +56,7 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 // a socket inherited from a parent process). On failure nc is closed. ctx
 // bounds the opening handshake only.
 func NewConn(ctx context.Context, nc net.Conn, cfg *Config) (*Conn, error) {
-	full, err := cfg.withDefaults()
+	full, err := cfg.dialDefaults()
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -211,8 +212,14 @@ func (c *Conn) Call(ctx context.Context, msg, out any) error {
 
 // Invoke calls method like RequestMethod and decodes the reply into out (a
 // pointer; nil discards the reply). It makes a *Conn an Invoker, for the
-// typed calls of this package.
+// typed calls of this package. An out that is neither nil nor a non-nil
+// pointer is refused with ErrNotPointer before anything is sent.
 func (c *Conn) Invoke(ctx context.Context, method string, msg, out any) error {
+	if out != nil {
+		if v := reflect.ValueOf(out); v.Kind() != reflect.Pointer || v.IsNil() {
+			return fmt.Errorf("%w: got %T; nothing was sent", ErrNotPointer, out)
+		}
+	}
 	resp, err := c.RequestMethod(ctx, method, msg)
 	if err != nil || out == nil {
 		return err

@@ -219,6 +219,16 @@ func (c *Config) withDefaults() (*Config, error) {
 	return &out, nil
 }
 
+// dialDefaults is withDefaults for the dialling side, which must not have
+// a User without a Key (it would connect insecurely, as no user).
+func (c *Config) dialDefaults() (*Config, error) {
+	full, err := c.withDefaults()
+	if err == nil && full.User != "" && full.Key == nil {
+		return nil, fmt.Errorf("%w: a secure connection needs the user's key; leave User empty for an insecure one", ErrUserWithoutKey)
+	}
+	return full, err
+}
+
 // Protocol ceilings: a message length is a 32-bit field, and the notify
 // window travels in a 32-bit CREDIT id.
 const (

@@ -16,9 +16,9 @@ import (
 // notifications on it at any time, from any number of goroutines, and each
 // side's Handler serves the other's. A Conn is safe for concurrent use.
 //
-// A Conn owns goroutines of its own: the reader (readLoop), which reads
-// frames and hands them on without ever waiting for application code; the
-// writer (writeLoop), the only one that writes, which runs only while
+// A Conn owns goroutines of its own: the reader, which reads frames and
+// hands them on without ever waiting for application code; the writer,
+// the only one that writes, which runs only while
 // there is something to write; while there are notifications to deliver,
 // the notifier, which runs them in order; and the handler goroutines, one
 // per request running, each of which lingers briefly for the next request

@@ -84,6 +84,15 @@ const (
 	CodeNoMethod   = "bokbok.no_method"         // the peer's Mux has no handler for the method; never run
 )
 
+// ErrNotPointer reports a Call or Invoke whose reply destination is not a
+// non-nil pointer. The request was never sent.
+var ErrNotPointer = errors.New("bokbok: the reply's destination must be a nil interface or a non-nil pointer")
+
+// ErrUserWithoutKey reports a dialling Config with a User but no Key: a
+// user name means a secure connection, which needs the user's key. Leave
+// User empty for an insecure connection. Nothing was dialled.
+var ErrUserWithoutKey = errors.New("bokbok: Config.User is set but Config.Key is not")
+
 // ErrNoMethod matches a remote error with code CodeNoMethod: the peer
 // serves no method of that name. The request never ran.
 var ErrNoMethod = errors.New("bokbok: no such method")

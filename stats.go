@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -97,16 +98,17 @@ func (c *Conn) connStats(closed bool, err error) {
 	}
 }
 
-// errorCode is the code and message an ERROR carries for err.
+// errorCode is the code and message an ERROR carries for err. A wrapped
+// *RemoteError keeps its code, and its text appears in the message once,
+// without its own "remote error [code]" prefix: fmt.Errorf("lookup: %w",
+// Errorf("kv.not_found", "no key")) is sent as "lookup: no key".
 func errorCode(err error) (code, message string) {
 	message = err.Error()
-	if re, ok := err.(*RemoteError); ok {
-		message = re.Message
-	}
 	var re *RemoteError
 	switch {
 	case errors.As(err, &re):
-		code = re.Code // a wrapped remote error keeps its code
+		code = re.Code
+		message = strings.Replace(message, re.Error(), re.Message, 1)
 	case errors.Is(err, context.DeadlineExceeded):
 		code = CodeDeadline
 	case errors.Is(err, context.Canceled):
