@@ -678,12 +678,18 @@ func TestCLICallUsageAndConnectErrors(t *testing.T) {
 }
 
 func TestCLIHelp(t *testing.T) {
-	for _, cmd := range []string{"keygen", "passphrase", "serve", "call"} {
+	for _, cmd := range []string{"keygen", "passphrase", "serve", "call", "version"} {
 		for _, args := range [][]string{{cmd, "--help"}, {cmd, "-h"}, {"help", cmd}} {
 			r := cliRun(t, "", args...)
-			r.want(t, exitOK, nil, []string{"Usage: bokbok " + cmd, "Flags:"})
+			r.want(t, exitOK, nil, []string{"Usage: bokbok " + cmd})
+			// A command with flags lists them; one without has no empty section.
+			if hasFlags := cmd != "keygen" && cmd != "version"; hasFlags != strings.Contains(r.stderr, "Flags:") {
+				t.Errorf("bokbok %s: a Flags: section %v, want %v:\n%s", strings.Join(args, " "), !hasFlags, hasFlags, r.stderr)
+			}
 		}
 	}
+	v := cliRun(t, "", "version")
+	v.want(t, exitOK, []string{"bokbok ", "go1.", "protocol 1, headers 1"}, nil)
 	// The flags are spelled as the errors spell them.
 	r := cliRun(t, "", "serve", "--help")
 	r.want(t, exitOK, nil, []string{"--listen ADDR", "--keys FILE", "--insecure", "--realm REALM", "echo", "info", "sleep", "metadata", "bokbok.no_method", "bokbok.bad_request", "Exit status"})

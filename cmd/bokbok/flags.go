@@ -17,8 +17,13 @@ func newFlags(e *env, name, use, about string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: bokbok %s\n\n%s\n\nFlags:\n", use, about)
-		printFlags(fs)
+		fmt.Fprintf(e.stderr, "Usage: bokbok %s\n\n%s\n", use, about)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 { // a command without flags gets no empty section
+			fmt.Fprintf(e.stderr, "\nFlags:\n")
+			printFlags(fs)
+		}
 	}
 	return fs
 }

@@ -54,6 +54,7 @@ func commands() []command {
 		{"call", "send one request given as JSON and print the reply as JSON", runCall},
 		{"ping", "measure round trips to a bokbok peer", runPing},
 		{"load", "run concurrent callers and report calls/s and latency", runLoad},
+		{"version", "print the version of bokbok and of its protocol", runVersion},
 	}
 }
 
