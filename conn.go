@@ -224,7 +224,7 @@ func (c *Conn) fail(cause error) {
 		cl.finish(nil, nil, c.err)
 	}
 	level := slog.LevelDebug
-	if cause != nil && !errors.Is(cause, io.EOF) && !errors.Is(cause, ErrShutdown) {
+	if cause != nil && !errors.Is(cause, io.EOF) && !errors.Is(cause, ErrShutdown) && !errors.Is(cause, errPeerGone) {
 		level = slog.LevelWarn
 	}
 	c.log.Log(context.Background(), level, "bokbok: connection closing", "remote", c.nc.RemoteAddr(), "reason", c.err)

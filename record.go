@@ -35,6 +35,17 @@ const (
 // peer's CLOSE record: the peer died, or someone cut the connection.
 var ErrTruncated = errors.New("bokbok: secure stream ended without a close record")
 
+// errPeerGone is ErrTruncated for a stream that ended between records: a
+// peer whose process exited without closing its connection, which is
+// common and is logged at debug level only. A stream that ends inside a
+// record is plain ErrTruncated.
+var errPeerGone error = peerGone{}
+
+type peerGone struct{}
+
+func (peerGone) Error() string        { return ErrTruncated.Error() }
+func (peerGone) Is(target error) bool { return target == ErrTruncated }
+
 // recordWriter seals the frame stream into records. It buffers written
 // bytes and seals them when a record is full or on Flush, so the frames the
 // writer goroutine flushes together travel in one record.
@@ -250,7 +261,10 @@ func (rr *recordReader) release() {
 func (rr *recordReader) next() error {
 	rr.release()
 	if _, err := io.ReadFull(rr.r, rr.hdr[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		switch {
+		case err == io.EOF: // nothing of a next record
+			return errPeerGone
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 			return ErrTruncated
 		}
 		return err

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bokbok-go/bokbok/internal/testutil"
 )
 
 // Edges a newcomer hit by following the documentation.
@@ -71,6 +75,42 @@ func TestWrappedRemoteErrorIsSentOnce(t *testing.T) {
 			if tc.callerIs != nil {
 				assert.ErrorIs(t, err, tc.callerIs)
 			}
+		})
+	}
+}
+
+// TestSecureClientExitingWithoutCloseIsNoWarning: a secure client whose
+// process ends without Close cuts its stream between records. The server
+// logs that at debug level, not as a warning; a stream cut inside a
+// record still warns.
+func TestSecureClientExitingWithoutCloseIsNoWarning(t *testing.T) {
+	cases := []struct {
+		name string
+		cut  func(nc net.Conn) // what the client's side does to its socket
+		warn bool
+	}{
+		{"between records", func(nc net.Conn) { nc.Close() }, false},
+		{"inside a record", func(nc net.Conn) { nc.Write([]byte{0, 0, 0, 40, 1, 2}); nc.Close() }, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var log testutil.SyncBuffer
+			key := mustKey(t)
+			closed := make(chan error, 1)
+			srv := &Server{
+				Config: Config{Handler: decodingEcho,
+					Logger:  slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+					OnClose: func(c *Conn, reason error) { closed <- reason }},
+				UserKey: func(string) (Key, bool) { return key, true },
+			}
+			addr := hostileServer(t, srv)
+			c, err := Dial(testCtx(t), addr, &Config{Key: &key, User: "alice"})
+			require.NoError(t, err)
+			require.NoError(t, c.Call(testCtx(t), 1, nil))
+			tc.cut(c.nc)
+			reason := <-closed
+			require.ErrorIs(t, reason, ErrTruncated)
+			assert.Equal(t, tc.warn, strings.Contains(log.String(), "level=WARN"), "server log:\n%s", log.String())
 		})
 	}
 }
