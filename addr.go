@@ -2,10 +2,14 @@ package bokbok
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Addr is a parsed bokbok address: a network ("tcp" or "unix") and the
@@ -97,13 +101,54 @@ func checkHostPort(hp string) error {
 	return nil
 }
 
-// Listen parses addr with ParseAddr and listens on it.
+// Listen parses addr with ParseAddr and listens on it. A Unix socket's
+// file is removed when the listener is closed. If the file is already
+// there, Listen fails with an error that matches syscall.EADDRINUSE and
+// says whether a server answers there or the file is stale, left behind
+// by a program that ended without closing its listener, and can be
+// removed.
 func Listen(addr string) (net.Listener, error) {
 	a, err := ParseAddr(addr)
 	if err != nil {
 		return nil, err
 	}
-	return net.Listen(a.Network, a.Address)
+	ln, err := net.Listen(a.Network, a.Address)
+	if err != nil && a.Network == "unix" && errors.Is(err, syscall.EADDRINUSE) {
+		return nil, socketInUse(a.Address, err)
+	}
+	return ln, err
+}
+
+// socketInUse explains an EADDRINUSE from listening on the Unix socket at
+// path: a server answers there, or nothing does and the file is stale.
+func socketInUse(path string, err error) error {
+	c, dialErr := net.DialTimeout("unix", path, time.Second)
+	if dialErr == nil {
+		c.Close()
+		return fmt.Errorf("bokbok: %w (a server is listening on %s: stop it or pick another path)", err, path)
+	}
+	if errors.Is(dialErr, syscall.ECONNREFUSED) {
+		return fmt.Errorf("bokbok: %w (the socket file %s is stale: no server answers there; remove it and listen again)", err, path)
+	}
+	return fmt.Errorf("bokbok: %w (%s exists and is not a socket a server answers on: remove it or pick another path)", err, path)
+}
+
+// ListenerAddr returns the address a peer dials to reach ln, in the form
+// ParseAddr reads: for TCP the address ln got, with the port it got if it
+// asked for a free one (an unspecified IP such as 0.0.0.0 is kept as it
+// is: name a reachable host yourself if peers are elsewhere); for a Unix
+// socket its absolute path, so that the address works from any
+// directory.
+func ListenerAddr(ln net.Listener) (Addr, error) {
+	la := ln.Addr()
+	if la.Network() != "unix" {
+		return Addr{Network: "tcp", Address: la.String()}, nil
+	}
+	abs, err := filepath.Abs(la.String())
+	if err != nil {
+		return Addr{}, fmt.Errorf("bokbok: the address of %s: %w", la, err)
+	}
+	return Addr{Network: "unix", Address: abs}, nil
 }
 
 // dialAddr parses addr and dials it, honouring ctx.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 )
 
 // KeySize is the size of a Key in bytes.
@@ -83,3 +85,20 @@ func (k Key) LogValue() slog.Value { return slog.StringValue(redactedKey) }
 
 // Equal reports whether k and other are the same key, in constant time.
 func (k Key) Equal(other Key) bool { return subtle.ConstantTimeCompare(k[:], other[:]) == 1 }
+
+// ReadKeyFile reads a key from a file holding its text form (as "bokbok
+// keygen" writes it), with any white space around it, such as the newline
+// an editor adds, ignored. Its errors name the file and never show the
+// file's contents. Keep key files private (chmod 600).
+func ReadKeyFile(path string) (Key, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Key{}, fmt.Errorf("bokbok: reading a key: %w", err)
+	}
+	k, err := ParseKey(strings.TrimSpace(string(b)))
+	clear(b)
+	if err != nil {
+		return Key{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
