@@ -135,21 +135,25 @@ func (c *Conn) request(ctx context.Context, o *Outgoing) (err error) {
 		flags |= flagNested
 	}
 	cl := &call{done: make(chan struct{})}
+	cl.msg = outMsg{kind: kindRequest, flags: flags, data: data, owner: owner}
+	cl.out = &cl.msg
 	c.mu.Lock()
 	if err := c.refuseNewLocked(); err != nil {
 		c.mu.Unlock()
 		owner.done()
-		return err
+		return notSent(err)
 	}
 	cl.id = c.allocIDLocked()
-	c.pending[cl.id] = cl
+	cl.msg.id = cl.id
+	c.pending[cl.id] = cl // published with cl.out set: fail reads it
 	c.mu.Unlock()
 
-	cl.msg = outMsg{kind: kindRequest, flags: flags, id: cl.id, data: data, owner: owner}
-	cl.out = &cl.msg
 	if err := c.sendq.push(ctx, cl.out); err != nil {
 		c.forget(cl)
 		owner.done() // never queued
+		if ctx.Err() == nil {
+			err = notSent(err)
+		}
 		return err
 	}
 	select {
@@ -215,16 +219,25 @@ func (c *Conn) Call(ctx context.Context, msg, out any) error {
 // typed calls of this package. An out that is neither nil nor a non-nil
 // pointer is refused with ErrNotPointer before anything is sent.
 func (c *Conn) Invoke(ctx context.Context, method string, msg, out any) error {
-	if out != nil {
-		if v := reflect.ValueOf(out); v.Kind() != reflect.Pointer || v.IsNil() {
-			return fmt.Errorf("%w: got %T; nothing was sent", ErrNotPointer, out)
-		}
+	if err := checkOut(out); err != nil {
+		return err
 	}
 	resp, err := c.RequestMethod(ctx, method, msg)
 	if err != nil || out == nil {
 		return err
 	}
 	return resp.Decode(out)
+}
+
+// checkOut refuses a reply destination that is neither nil nor a non-nil
+// pointer.
+func checkOut(out any) error {
+	if out != nil {
+		if v := reflect.ValueOf(out); v.Kind() != reflect.Pointer || v.IsNil() {
+			return fmt.Errorf("%w: got %T; nothing was sent", ErrNotPointer, out)
+		}
+	}
+	return nil
 }
 
 // Notify sends msg to the peer's Handler without waiting for a reply; the
@@ -285,7 +298,7 @@ func (c *Conn) notify(ctx context.Context, o *Outgoing) (err error) {
 	if err := c.refuseNewLocked(); err != nil {
 		c.mu.Unlock()
 		owner.done()
-		return err
+		return notSent(err)
 	}
 	c.notifyLimit--
 	c.notifyOut += size
@@ -301,6 +314,9 @@ func (c *Conn) notify(ctx context.Context, o *Outgoing) (err error) {
 		}
 		c.mu.Unlock()
 		owner.done()
+		if ctx.Err() == nil {
+			err = notSent(err)
+		}
 		return err
 	}
 	return nil

@@ -221,7 +221,11 @@ func (c *Conn) fail(cause error) {
 	}
 	c.nc.Close() // unblocks the reader and the writer
 	for _, cl := range pending {
-		cl.finish(nil, nil, c.err)
+		err := c.err
+		if !c.sendq.started(cl.out) { // the queue is closed: it never will be
+			err = notSent(err)
+		}
+		cl.finish(nil, nil, err)
 	}
 	level := slog.LevelDebug
 	if cause != nil && !errors.Is(cause, io.EOF) && !errors.Is(cause, ErrShutdown) && !errors.Is(cause, errPeerGone) {

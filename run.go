@@ -16,7 +16,9 @@ import (
 // would: an error matching context.DeadlineExceeded if grace ran out, and
 // matching ErrUnfinished, with a *ShutdownError counting them, if
 // requests were cut short. If serving
-// fails before ctx is done, Run closes the server and returns that error.
+// fails before ctx is done, Run closes the server and returns that error;
+// if Shutdown or Close is called meanwhile, Run waits for the server to
+// stop and returns nil.
 // A program that should stop on Ctrl-C passes a context from
 // signal.NotifyContext.
 func (s *Server) Run(ctx context.Context, ln net.Listener, grace time.Duration) error {
@@ -25,6 +27,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, grace time.Duration) 
 	select {
 	case <-ctx.Done():
 	case err := <-served:
+		if errors.Is(err, ErrServerClosed) {
+			s.Wait() // a Shutdown or Close by someone else: let it finish
+			return nil
+		}
 		s.Close()
 		s.Wait()
 		return err

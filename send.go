@@ -239,6 +239,14 @@ func (q *sendQueue) withdraw(m *outMsg) (started, whole bool) {
 	return started, whole
 }
 
+// started reports whether any frame of m was taken for writing. Once the
+// queue is closed, a message not started never will be.
+func (q *sendQueue) started(m *outMsg) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return m.off > 0
+}
+
 // removeAt drops msgs[i], releasing its budget. q.mu must be held.
 func (q *sendQueue) removeAt(i int) {
 	q.release(q.msgs[i], q.msgs[i].credit)
