@@ -6,6 +6,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -144,6 +147,45 @@ func checkLacks(t *testing.T, what, out string, unwanted ...string) {
 		if strings.Contains(out, u) {
 			t.Errorf("%s contains %q:\n%s", what, u, out)
 		}
+	}
+}
+
+// TestNoInternalImports checks that no program or package under examples/
+// imports a package under examples/internal: the examples are for copying
+// into a module of your own, where those packages would not be there. The
+// programs use only bokbok, ocap, the standard library and their own API
+// packages (such as examples/echoapi and examples/kv/kvapi). It covers
+// examples/chat too, with no exception: a program that goes back to
+// examples/internal fails it.
+func TestNoInternalImports(t *testing.T) {
+	fset := token.NewFileSet()
+	files := 0
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir() && path == "internal":
+			return filepath.SkipDir // the packages in question themselves
+		case d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go"):
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, imp := range f.Imports {
+			if strings.Contains(imp.Path.Value, "/examples/internal") {
+				t.Errorf("examples/%s imports %s: an example may not use examples/internal", filepath.ToSlash(path), imp.Path.Value)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 10 {
+		t.Fatalf("read %d Go files under examples/, want the programs' (is the test running in examples/?)", files)
 	}
 }
 
@@ -300,16 +342,23 @@ func startServer(t *testing.T, bin, sock string, args ...string) *server {
 // removes its socket.
 func (s *server) stop(t *testing.T, sock string) {
 	t.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	s.stopWith(t, sock, syscall.SIGTERM)
+}
+
+// stopWith stops the server with sig and checks that it exits with status
+// 0 and removes its socket.
+func (s *server) stopWith(t *testing.T, sock string, sig os.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-s.exited:
 	case <-time.After(15 * time.Second):
-		t.Fatalf("the server did not exit after SIGTERM:\n%s", s.out)
+		t.Fatalf("the server did not exit after %v:\n%s", sig, s.out)
 	}
 	if s.waitErr != nil {
-		t.Errorf("server: %v\n%s", s.waitErr, s.out)
+		t.Errorf("server: %v after %v, want exit status 0\n%s", s.waitErr, sig, s.out)
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("the server left its socket behind (stat: %v)", err)
@@ -417,21 +466,21 @@ func TestServerAndClient(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv := startServer(t, bins["server"], sock, "-user", "tester", "-key-file", keyFile, "-realm", "test-realm")
-	runGoodClient(t, bins["client"], srv, sock, "-user", "tester", "-key-file", keyFile, "-realm", "test-realm")
+	srv := startServer(t, bins["server"], sock, "-user", "tester", "-key-file", keyFile)
+	runGoodClient(t, bins["client"], srv, sock, "-user", "tester", "-key-file", keyFile)
 
 	const authFailed = "bokbok: authentication failed"
-	runRefusedClient(t, bins["client"], 1, authFailed, "-addr", sock, "-user", "tester", "-key-file", wrongKeyFile, "-realm", "test-realm")
-	runRefusedClient(t, bins["client"], 1, authFailed, "-addr", sock, "-user", "nobody", "-key-file", keyFile, "-realm", "test-realm")
-	runRefusedClient(t, bins["client"], 1, authFailed, "-addr", sock, "-user", "tester", "-key-file", keyFile) // the default realm
+	runRefusedClient(t, bins["client"], 1, authFailed, "-addr", sock, "-user", "tester", "-key-file", wrongKeyFile)
+	runRefusedClient(t, bins["client"], 1, authFailed, "-addr", sock, "-user", "nobody", "-key-file", keyFile)
 	runRefusedClient(t, bins["client"], 1, "bokbok: security mode mismatch", "-addr", sock, "-insecure")
+	runRefusedClient(t, bins["client"], 2, "bokbok: bad key", "-addr", sock, "-user", "tester", "-key", "not-a-key")
 
 	// The good client has gone; the server logs the close on its own time.
 	waitFor(t, srv.out, "connection #1 closed", srv.exited)
 	srv.stop(t, sock)
 	out := srv.out.String()
 	checkServerLog(t, out, `, authenticated as user "tester"`)
-	checkContains(t, "the server's output", out, `listening on `+sock+` (secure: user "tester", realm "test-realm")`)
+	checkContains(t, "the server's output", out, `listening on `+sock+` (secure: user "tester")`)
 	checkLacks(t, "the server's output", out, strings.TrimSpace(string(keyText)), "generated")
 }
 
@@ -465,7 +514,7 @@ func TestServerGeneratesKey(t *testing.T) {
 
 	out := srv.out.String()
 	args := printedClientCommand(t, out, "go run ./examples/client ", sock)
-	checkContains(t, "the server's output", out, `no -key or -key-file given: generated a key for user "demo"`)
+	checkContains(t, "the server's output", out, `no -key-file given: generated a key for user "demo"`)
 
 	runGoodClient(t, bins["client"], srv, sock, args[2:]...)
 	runRefusedClient(t, bins["client"], 2, "no key: give -key KEY or -key-file FILE", "-addr", sock)
@@ -489,6 +538,24 @@ func TestServerAndClientInsecure(t *testing.T) {
 	out := srv.out.String()
 	checkServerLog(t, out, " (insecure)")
 	checkContains(t, "the server's output", out, "listening on "+sock+" (insecure)")
+}
+
+// Ctrl-C stops the server cleanly: it exits with status 0 and removes its
+// socket, so that a server started again on the same path listens there.
+func TestServerStopsOnCtrlC(t *testing.T) {
+	bins := build(t, "server", "client")
+	sock := filepath.Join(t.TempDir(), "bokbok.sock")
+
+	srv := startServer(t, bins["server"], sock, "-insecure")
+	srv.stopWith(t, sock, os.Interrupt)
+	checkContains(t, "the server's output", srv.out.String(), "shutting down", "stopped")
+	checkLacks(t, "the server's output", srv.out.String(), "stale", "address already in use")
+
+	srv = startServer(t, bins["server"], sock, "-insecure")
+	runGoodClient(t, bins["client"], srv, sock, "-insecure")
+	waitFor(t, srv.out, "connection #1 closed", srv.exited)
+	srv.stopWith(t, sock, os.Interrupt)
+	checkServerLog(t, srv.out.String(), " (insecure)")
 }
 
 // runCarClient runs examples/carfactory/client with args and returns what
@@ -554,7 +621,7 @@ func TestCarFactory(t *testing.T) {
 	sock := filepath.Join(dir, "cars.sock")
 	keyFile := writeKey(t, dir, "tester.key")
 	wrongKeyFile := writeKey(t, dir, "wrong.key")
-	auth := []string{"-user", "tester", "-key-file", keyFile, "-realm", "test-realm"}
+	auth := []string{"-user", "tester", "-key-file", keyFile}
 
 	srv := startServer(t, bins["carfactory/server"], sock, auth...)
 	runGoodCarClient(t, client, srv, sock, "Explorist", "blue", auth...)
@@ -565,29 +632,31 @@ func TestCarFactory(t *testing.T) {
 	runRefusedCarClient(t, client, 1, `the server says [carfactory.bad_order]: a car needs a model and a color, got model "" and color "blue"`,
 		append([]string{"-addr", sock, "-model", ""}, auth...)...)
 	runRefusedCarClient(t, client, 1, "bokbok: authentication failed",
-		"-addr", sock, "-user", "tester", "-key-file", wrongKeyFile, "-realm", "test-realm")
+		"-addr", sock, "-user", "tester", "-key-file", wrongKeyFile)
 	runRefusedCarClient(t, client, 1, "bokbok: security mode mismatch", "-addr", sock, "-insecure")
 	runRefusedCarClient(t, client, 2, "no key: give -key KEY or -key-file FILE", "-addr", sock)
 	runRefusedCarClient(t, client, 1, "is the server running?", "-addr", filepath.Join(dir, "nothing.sock"), "-insecure")
 
-	waitFor(t, srv.out, "connection #3 closed", srv.exited)
+	waitForCount(t, srv, "connection closed: ", 3)
 	srv.stop(t, sock)
 	out := srv.out.String()
+	if n := strings.Count(out, "connection opened"); n != 3 {
+		t.Errorf("the server logged %d connections opened, want 3 (the refused clients never open)", n)
+	}
 	checkContains(t, "the server's output", out,
-		`listening on `+sock+` (secure: user "tester", realm "test-realm"); the factory is bound as "factory"`,
-		`connection #1 opened, authenticated as user "tester"`,
+		`listening on `+sock+` (secure: user "tester"); the factory is bound as "factory"`,
+		`connection opened, authenticated as user "tester"`,
 		"factory: make-car [Explorist blue]: made car #1\n",
 		`car #1: drive -> "The blue Explorist goes vroom!"`,
 		"factory: make-car [Roadster red]: made car #2\n",
 		`car #2: drive -> "The red Roadster goes vroom!"`,
 		"factory: make-car [ blue]: refused\n",
-		"connection #1 closed: bokbok: connection closed: bokbok: connection shutting down\n",
-		"connection #3 closed: bokbok: connection closed: bokbok: connection shutting down\n",
+		"connection closed: bokbok: connection closed: bokbok: connection shutting down\n",
 		"shutting down",
 		"stopped",
 	)
 	checkOrder(t, "the server's output", out, "made car #1", "car #1: drive", "made car #2", "car #2: drive")
-	checkLacks(t, "the server's output", out, "connection #4", "generated", "WARN", "ERROR")
+	checkLacks(t, "the server's output", out, "generated", "WARN", "ERROR")
 }
 
 // Without a key, the server makes one and says how to run the client
@@ -599,11 +668,12 @@ func TestCarFactoryGeneratesKey(t *testing.T) {
 
 	args := printedClientCommand(t, srv.out.String(), "go run ./examples/carfactory/client ", sock)
 	runGoodCarClient(t, bins["carfactory/client"], srv, sock, "Explorist", "blue", args[2:]...)
-	waitFor(t, srv.out, "connection #1 closed", srv.exited)
+	runRefusedCarClient(t, bins["carfactory/client"], 2, "no key: give -key KEY or -key-file FILE", "-addr", sock)
+	waitForCount(t, srv, "connection closed: ", 1)
 	srv.stop(t, sock)
 	checkContains(t, "the server's output", srv.out.String(),
-		`no -key or -key-file given: generated a key for user "demo"`,
-		`connection #1 opened, authenticated as user "demo"`,
+		`no -key-file given: generated a key for user "demo"`,
+		`connection opened, authenticated as user "demo"`,
 		`car #1: drive -> "The blue Explorist goes vroom!"`,
 	)
 }
@@ -615,37 +685,68 @@ func TestCarFactoryInsecure(t *testing.T) {
 	keyFile := writeKey(t, dir, "demo.key")
 
 	// A socket left behind by a server that was killed: nothing answers
-	// on it, so the server removes it and listens in its place.
+	// on it, and the server says so instead of listening.
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
+	runFailingServer(t, bins["carfactory/server"], "the socket file "+sock+" is stale", "-addr", sock, "-insecure")
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
 
 	srv := startServer(t, bins["carfactory/server"], sock, "-insecure")
-	checkContains(t, "the server's output", srv.out.String(), "removed the stale socket "+sock)
 	runGoodCarClient(t, bins["carfactory/client"], srv, sock, "Explorist", "blue", "-insecure")
 	runRefusedCarClient(t, bins["carfactory/client"], 1, "bokbok: security mode mismatch", "-addr", sock, "-key-file", keyFile)
 
 	// A second server on the same socket stops, and leaves the first
 	// one's socket alone.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bins["carfactory/server"], "-addr", sock, "-insecure").CombinedOutput()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "another server is running on "+sock) {
-		t.Errorf("a second server on %s: got %v, want exit status 1 and \"another server is running\":\n%s", sock, err, out)
-	}
+	runFailingServer(t, bins["carfactory/server"], "a server is listening on "+sock, "-addr", sock, "-insecure")
 	runGoodCarClient(t, bins["carfactory/client"], srv, sock, "Roadster", "red", "-insecure")
 
 	// The refused client and the second server's probe never opened.
-	waitFor(t, srv.out, "connection #2 closed", srv.exited)
+	waitForCount(t, srv, "connection closed: ", 2)
 	srv.stop(t, sock)
-	checkContains(t, "the server's output", srv.out.String(),
+	out := srv.out.String()
+	if n := strings.Count(out, "connection opened"); n != 2 {
+		t.Errorf("the server logged %d connections opened, want 2", n)
+	}
+	checkContains(t, "the server's output", out,
 		`listening on `+sock+` (insecure); the factory is bound as "factory"`,
-		"connection #1 opened (insecure)",
+		"connection opened (insecure)",
 		`car #1: drive -> "The blue Explorist goes vroom!"`,
 		`car #2: drive -> "The red Roadster goes vroom!"`,
 	)
+}
+
+// runFailingServer runs a server that must fail to start: it must exit
+// with status 1, logging an error that contains want.
+func runFailingServer(t *testing.T, bin, want string, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), want) {
+		t.Errorf("server %s: got %v, want exit status 1 and %q:\n%s", strings.Join(args, " "), err, want, out)
+	}
+}
+
+// waitForCount polls until the server's output contains s n times.
+func waitForCount(t *testing.T, srv *server, s string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(srv.out.String(), s) < n {
+		select {
+		case <-srv.exited:
+			t.Fatalf("the server exited before printing %q %d times:\n%s", s, n, srv.out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %q %d times:\n%s", s, n, srv.out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

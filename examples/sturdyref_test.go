@@ -252,6 +252,22 @@ func TestGreeterUnixSocketAndStore(t *testing.T) {
 	bob.stop(t, 0)
 }
 
+// With -public, bob's sturdyref names that address instead of the one he
+// listens on; a -public that is no address ends him with an error.
+func TestGreeterPublic(t *testing.T) {
+	bins := build(t, "greeter/bob")
+	bob := startProc(t, "bob", "", false, bins["greeter/bob"], "-public", "example.com:7000")
+	if uri := bob.sturdyref(t); !strings.HasPrefix(uri, "bokbok://example.com:7000/s/") {
+		t.Errorf("bob's sturdyref with -public example.com:7000 is %q", uri)
+	}
+	bob.stop(t, 0)
+
+	bad := startProc(t, "bob", "", false, bins["greeter/bob"], "-public", "bogus")
+	if status := bad.wait(t); status != 1 || bad.stdout.String() != "" || !strings.Contains(bad.stderr.String(), `Node.Addr: bokbok: bad address "bogus"`) {
+		t.Errorf("bob with -public bogus: status %d, want 1 and an error naming the address\n%s", status, bad)
+	}
+}
+
 // chatUser starts an examples/chat/user.
 func chatUser(t *testing.T, bin, uri, name string, args ...string) *proc {
 	t.Helper()

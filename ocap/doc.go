@@ -71,7 +71,15 @@
 // any process, over a secure connection whose key is derived from the swiss
 // number (serve the node with [Node.UserKey]). Whoever holds the URI holds
 // the capability, and nothing more. [Store] keeps swiss numbers across
-// restarts. PROTOCOL.md §20 has the details.
+// restarts. [Node.Listen] listens and sets [Node.Addr], the address
+// sturdyrefs carry, from the listener. PROTOCOL.md §20 has the details.
+//
+// A Ref from Enliven breaks when its connection is lost. [Node.Hold]
+// returns a [Persistent] instead: a handle that enlivens the sturdyref
+// when it is used, and again after the connection was lost (the host
+// restarted with its Store), with backoff; its OnEnliven hook sets up
+// again what the host forgot. It sends each message at most once: one
+// whose fate the lost connection left unknown is not resent.
 //
 // # Errors
 //

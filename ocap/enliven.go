@@ -31,56 +31,76 @@ type hostDial struct {
 // random; the registration lasts until Unregister or the end of the
 // program. Serve the node with a bokbok.Server whose UserKey comes from
 // Node.UserKey, so that enlivening connections are accepted.
+//
+// Node.Addr must be set first, to an address peers can dial (Node.Listen
+// sets it from the listener); with an empty or unusable Addr, or the zero
+// Ref, Register fails and returns the zero Sturdyref, whose String is "".
 func (n *Node) Register(r Ref) (Sturdyref, error) {
+	a, err := n.checkRegister(r)
+	if err != nil {
+		return Sturdyref{}, err
+	}
 	swiss, err := newSwiss()
 	if err != nil {
 		return Sturdyref{}, err
 	}
-	return n.register(r, swiss, "")
+	return n.register(a, r, swiss, ""), nil
 }
 
 // RegisterAs is Register with a swiss number kept in Node.Store under
 // label: a program that registers its objects under the same labels after
-// a restart serves the same sturdyrefs.
+// a restart serves the same sturdyrefs. It checks Node.Addr and r before
+// it touches the store, so a failed RegisterAs adds no label.
 func (n *Node) RegisterAs(label string, r Ref) (Sturdyref, error) {
 	if n.Store == nil {
 		return Sturdyref{}, errors.New("ocap: RegisterAs needs Node.Store (see OpenStore)")
+	}
+	a, err := n.checkRegister(r)
+	if err != nil {
+		return Sturdyref{}, err
 	}
 	swiss, err := n.Store.swissFor(label)
 	if err != nil {
 		return Sturdyref{}, err
 	}
-	return n.register(r, swiss, label)
+	return n.register(a, r, swiss, label), nil
 }
 
-func (n *Node) register(r Ref, swiss []byte, label string) (Sturdyref, error) {
+// checkRegister checks that r and n.Addr can make a sturdyref, and
+// returns the parsed address.
+func (n *Node) checkRegister(r Ref) (bokbok.Addr, error) {
 	if r.IsZero() {
-		return Sturdyref{}, errors.New("ocap: Register of the zero Ref")
+		return bokbok.Addr{}, errors.New("ocap: Register of the zero Ref")
 	}
 	if n.Addr == "" {
-		return Sturdyref{}, errors.New("ocap: Node.Addr is empty: set it to the address peers dial to reach this node")
+		return bokbok.Addr{}, errors.New("ocap: Node.Addr is empty: listen with Node.Listen, which sets it, or set it to the address peers dial to reach this node")
 	}
 	a, err := bokbok.ParseAddr(n.Addr)
 	if err != nil {
-		return Sturdyref{}, fmt.Errorf("ocap: Node.Addr: %w", err)
+		return bokbok.Addr{}, fmt.Errorf("ocap: Node.Addr: %w", err)
 	}
 	if a.Network == "unix" && !strings.HasPrefix(a.Address, "/") {
 		// Its URI would not parse, and peers elsewhere could not use it.
-		return Sturdyref{}, fmt.Errorf("ocap: Node.Addr %q: a sturdyref needs an absolute socket path", n.Addr)
+		return bokbok.Addr{}, fmt.Errorf("ocap: Node.Addr %q: a sturdyref needs an absolute socket path", n.Addr)
 	}
 	if a.Network == "tcp" {
 		host, port, _ := net.SplitHostPort(a.Address)
 		if host == "" || port == "0" {
-			return Sturdyref{}, fmt.Errorf("ocap: Node.Addr %q: a sturdyref needs a host and a port peers can dial (use the listener's address)", n.Addr)
+			return bokbok.Addr{}, fmt.Errorf("ocap: Node.Addr %q: a sturdyref needs a host and a port peers can dial (use the listener's address)", n.Addr)
 		}
 	}
+	return a, nil
+}
+
+// register records the registration of r under swiss.
+func (n *Node) register(a bokbok.Addr, r Ref, swiss []byte, label string) Sturdyref {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.sturdy == nil {
 		n.sturdy = map[string]*sturdyEntry{}
 	}
 	n.sturdy[sturdyID(swiss)] = &sturdyEntry{swiss: swiss, ref: r, label: label}
-	return Sturdyref{Addr: a, Realm: n.Realm, Swiss: swiss}, nil
+	return Sturdyref{Addr: a, Realm: n.Realm, Swiss: swiss}
 }
 
 // Unregister revokes a sturdyref: enlivening it fails from now on (and,

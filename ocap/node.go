@@ -186,6 +186,35 @@ func (n *Node) Close() error {
 	return nil
 }
 
+// Listen listens on addr (the forms of bokbok.Listen) for the node's
+// server, such as a bokbok.Server whose Run or Serve is given the
+// listener. If Node.Addr is empty, Listen sets it to the address peers
+// dial to reach the listener (bokbok.ListenerAddr: for TCP the port the
+// listener got, for a Unix socket its absolute path), so that Register
+// writes it into sturdyrefs. A Node.Addr already set is kept: it is the
+// public address, for peers that must dial another one than addr (a host
+// name, a port forwarded to this one).
+//
+// Listening on all interfaces (":7000", "0.0.0.0:7000") gives an
+// unspecified IP, which only peers on this machine can dial; set Node.Addr
+// to a name others reach before registering. Call Listen before Register
+// and not concurrently with it, since it writes Node.Addr.
+func (n *Node) Listen(addr string) (net.Listener, error) {
+	ln, err := bokbok.Listen(addr)
+	if err != nil {
+		return nil, err
+	}
+	if n.Addr == "" {
+		a, err := bokbok.ListenerAddr(ln)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		n.Addr = a.String()
+	}
+	return ln, nil
+}
+
 // Dial connects to addr (see bokbok.Dial) with the node as the
 // connection's handler and returns the session. cfg may be nil; its
 // Handler is replaced.

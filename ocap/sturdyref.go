@@ -51,12 +51,23 @@ const sturdyUserPrefix = "sturdy:"
 // bokbok.ErrAuth.)
 var ErrUnknownSturdyref = errors.New("ocap: the host does not know this sturdyref")
 
-// String returns the sturdyref's URI. The socket path and the realm are
+// IsZero reports whether s is the zero Sturdyref: no address, no realm and
+// no swiss number, which is what Register returns when it fails.
+func (s Sturdyref) IsZero() bool {
+	return s.Addr == (bokbok.Addr{}) && s.Realm == "" && len(s.Swiss) == 0
+}
+
+// String returns the sturdyref's URI, or "" for the zero Sturdyref (so
+// that a failed Register cannot print a URI that names nothing). The
+// socket path and the realm are
 // percent-encoded as RFC 3986 §2.1 describes: every byte but the
 // unreserved characters (letters, digits, '-', '.', '_', '~') and, in the
 // path, '/' becomes %XX with upper-case hex digits (a space is %20, '+'
 // is %2B). In the host:port only '%' (of an IPv6 zone) is encoded, as %25.
 func (s Sturdyref) String() string {
+	if s.IsZero() {
+		return ""
+	}
 	var b strings.Builder
 	if s.Addr.Network == "unix" {
 		b.WriteString("bokbok+unix://")
@@ -264,9 +275,20 @@ func redactSwiss(uri string) string {
 	return uri[:i] + "/s/[swiss number hidden]" + tail
 }
 
+// ErrZeroSturdyref is the error of marshaling the zero Sturdyref.
+var ErrZeroSturdyref = errors.New("ocap: the zero Sturdyref has no text form (was it returned by a failed Register?)")
+
 // MarshalText returns the URI, so sturdyrefs can be fields of JSON or
-// other text formats.
-func (s Sturdyref) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+// other text formats. It fails with ErrZeroSturdyref for the zero
+// Sturdyref rather than write "", which UnmarshalText would not read
+// back; a field that may hold no sturdyref is best a *Sturdyref with
+// omitempty.
+func (s Sturdyref) MarshalText() ([]byte, error) {
+	if s.IsZero() {
+		return nil, ErrZeroSturdyref
+	}
+	return []byte(s.String()), nil
+}
 
 // UnmarshalText parses a URI.
 func (s *Sturdyref) UnmarshalText(b []byte) error {

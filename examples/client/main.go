@@ -1,6 +1,6 @@
 // Command client talks to examples/server: it makes a few typed calls to
-// the methods of examples/internal/exampleapi, answers the server's call
-// back ("name"), sends a notification, and shuts the connection down
+// the methods of examples/echoapi, answers the server's call back
+// ("name"), sends a notification, and shuts the connection down
 // gracefully. A client interceptor logs every call it makes.
 //
 //	go run ./examples/client -key KEY                                  # localhost:7070
@@ -9,10 +9,9 @@
 //
 // It connects in secure mode as -user (default "demo") with that user's
 // key, given with -key (the key's text form, as examples/server prints it)
-// or -key-file (a file holding it), in -realm (default "bokbok-example",
-// as the server's). With -insecure it connects in insecure mode and needs
-// no key; a secure server refuses it, as an insecure server refuses a
-// secure client. A wrong key or an unknown user ends it with
+// or -key-file (a file holding it). With -insecure it connects in insecure
+// mode and needs no key; a secure server refuses it, as an insecure server
+// refuses a secure client. A wrong key or an unknown user ends it with
 // "authentication failed" and exit status 1.
 package main
 
@@ -28,31 +27,46 @@ import (
 	"time"
 
 	"github.com/bokbok-go/bokbok"
-	"github.com/bokbok-go/bokbok/examples/internal/exampleapi"
-	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
+	"github.com/bokbok-go/bokbok/examples/echoapi"
 )
 
 func main() {
 	addr := flag.String("addr", "localhost:7070", `address of the server: "host:port", or a Unix socket path such as "./bokbok.sock"`)
 	name := flag.String("name", "bokbok-client", "the name to give when the server asks")
-	keys := exampleutil.ClientKeyFlags() // -insecure, -user, -key, -key-file, -realm
+	insecure := flag.Bool("insecure", false, "connect in insecure mode: no key, nothing encrypted")
+	user := flag.String("user", "demo", "the user name to authenticate as")
+	keyText := flag.String("key", "", "the user's key, in its text form (as examples/server prints it)")
+	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
 	flag.Parse()
 
-	exampleutil.SetupLog("client: ", *verbose)
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("client: ")
+	if *verbose {
+		slog.SetLogLoggerLevel(slog.LevelDebug) // slog.Default() writes to the standard logger
+	}
 
-	// Key, User and Realm from the flags, or none with -insecure.
-	cfg := keys.Config("examples/server")
-	cfg.Logger = slog.Default()
-	if err := run(*addr, *name, cfg); err != nil {
-		// A wrong key or an unknown user fails with bokbok.ErrAuth, a
-		// server of the other mode with bokbok.ErrMode: Hint says what to
-		// check.
-		if hint := keys.Hint(err); hint != "" {
-			log.Printf("error: %v; %s", err, hint)
-		} else {
-			log.Printf("error: %v", err)
+	cfg := &bokbok.Config{Logger: slog.Default()}
+	if !*insecure {
+		// Secure mode: authenticate as -user with the key of -key or
+		// -key-file, in the server's realm.
+		key, err := bokbok.ParseKey(*keyText)
+		switch {
+		case *keyFile != "":
+			key, err = bokbok.ReadKeyFile(*keyFile)
+		case *keyText == "":
+			err = errors.New("no key: give -key KEY or -key-file FILE (examples/server prints a key when it starts without one), or -insecure for an insecure server")
 		}
+		if err != nil {
+			log.Printf("error: %v", err)
+			os.Exit(2)
+		}
+		cfg.Key, cfg.User, cfg.Realm = &key, *user, echoapi.Realm
+	}
+	// A wrong key or an unknown user fails with an error matching
+	// bokbok.ErrAuth, a server of the other mode with bokbok.ErrMode.
+	if err := run(*addr, *name, cfg); err != nil {
+		log.Printf("error: %v", err)
 		os.Exit(1)
 	}
 }
@@ -62,7 +76,7 @@ func run(addr, name string, cfg *bokbok.Config) error {
 
 	// The client serves requests too: the server calls back to ask our name.
 	mux := bokbok.NewMux()
-	exampleapi.Name.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
+	echoapi.Name.Handle(mux, func(ctx context.Context, _ struct{}) (string, error) {
 		log.Printf("the server asks for my name; answering %q", name)
 		return name, nil
 	})
@@ -83,20 +97,20 @@ func run(addr, name string, cfg *bokbok.Config) error {
 	}
 
 	// A notification: no reply, and NotifyMethod returns once it is queued.
-	if err := conn.NotifyMethod(ctx, exampleapi.Log, "hello from "+name); err != nil {
+	if err := conn.NotifyMethod(ctx, echoapi.Log, "hello from "+name); err != nil {
 		return err
 	}
 	log.Printf("sent a notification")
 
 	// Typed calls: the request and reply types come with the method.
-	if _, err := exampleapi.Add.Call(ctx, conn, []int64{2, 3, 4}); err != nil {
+	if _, err := echoapi.Add.Call(ctx, conn, []int64{2, 3, 4}); err != nil {
 		return err
 	}
-	if _, err := exampleapi.Upper.Call(ctx, conn, "hello, bokbok"); err != nil {
+	if _, err := echoapi.Upper.Call(ctx, conn, "hello, bokbok"); err != nil {
 		return err
 	}
 	// The server calls us back during this one.
-	if _, err := exampleapi.Greet.Call(ctx, conn, struct{}{}); err != nil {
+	if _, err := echoapi.Greet.Call(ctx, conn, struct{}{}); err != nil {
 		return err
 	}
 
@@ -115,7 +129,7 @@ func run(addr, name string, cfg *bokbok.Config) error {
 	// the handler's reply won the race, a *RemoteError saying so; both
 	// match context.DeadlineExceeded.
 	shortCtx, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
-	_, err = exampleapi.Sleep.Call(shortCtx, conn, 5000)
+	_, err = echoapi.Sleep.Call(shortCtx, conn, 5000)
 	cancelShort()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("sleep 5000 with a 200ms deadline: want a timeout, got %v", err)
@@ -127,7 +141,7 @@ func run(addr, name string, cfg *bokbok.Config) error {
 	errs := make(chan error, 3)
 	for _, ms := range []int64{300, 200, 100} {
 		wg.Go(func() {
-			if _, err := exampleapi.Sleep.Call(ctx, conn, ms); err != nil {
+			if _, err := echoapi.Sleep.Call(ctx, conn, ms); err != nil {
 				errs <- err
 			}
 		})
@@ -154,7 +168,7 @@ func run(addr, name string, cfg *bokbok.Config) error {
 // "add [2 3 4] -> 9".
 func logCalls(ctx context.Context, o *bokbok.Outgoing, next bokbok.CallFunc) error {
 	err := next(ctx, o)
-	call := o.Method() + " " + exampleapi.Args(o.Message())
+	call := o.Method() + " " + echoapi.Args(o.Message())
 	switch {
 	case o.IsNotification():
 	case err != nil:

@@ -14,9 +14,8 @@
 //
 // It connects in secure mode as -user (default "demo") with that user's
 // key, given with -key (the key's text form, as the server prints it) or
-// -key-file (a file holding it), in -realm (default "bokbok-example", as
-// the server's). With -insecure it connects in insecure mode and needs no
-// key. A wrong key or an unknown user ends it with "authentication failed"
+// -key-file (a file holding it). With -insecure it connects in insecure
+// mode and needs no key. A wrong key or an unknown user ends it with "authentication failed"
 // and exit status 1; so does an order the factory refuses (an empty -model
 // or -color): the error breaks the promise for the car, and with it the
 // promise for the noise.
@@ -35,37 +34,59 @@ import (
 	"time"
 
 	"github.com/bokbok-go/bokbok"
-	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
+
+// realm is the server's realm, as examples/carfactory/server has it.
+const realm = "bokbok-carfactory"
 
 func main() {
 	addr := flag.String("addr", defaultAddr(), `address of the server: a Unix socket path such as "./cars.sock" (or "host:port")`)
 	model := flag.String("model", "Explorist", "the model of car to order")
 	color := flag.String("color", "blue", "the color of car to order")
-	keys := exampleutil.ClientKeyFlags() // -insecure, -user, -key, -key-file, -realm
+	insecure := flag.Bool("insecure", false, "connect in insecure mode: no key, nothing encrypted")
+	user := flag.String("user", "demo", "the user name to authenticate as")
+	keyText := flag.String("key", "", "the user's key, in its text form (as the server prints it)")
+	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form")
 	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for the server")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
 	flag.Parse()
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("client: ")
+	if *verbose {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
 
-	exampleutil.SetupLog("client: ", *verbose)
+	cfg := &bokbok.Config{Logger: slog.Default()}
+	if !*insecure {
+		var key bokbok.Key
+		var err error
+		switch {
+		case *keyFile != "":
+			key, err = bokbok.ReadKeyFile(*keyFile)
+		case *keyText != "":
+			key, err = bokbok.ParseKey(*keyText)
+		default:
+			err = errors.New("no key: give -key KEY or -key-file FILE (examples/carfactory/server prints a key when it starts without one), or -insecure")
+		}
+		if err != nil {
+			log.Printf("error: %v", err)
+			os.Exit(2)
+		}
+		cfg.Key, cfg.User, cfg.Realm = &key, *user, realm
+	}
 
-	// Key, User and Realm from the flags, or none with -insecure.
-	cfg := keys.Config("examples/carfactory/server")
-	cfg.Logger = slog.Default()
 	err := run(*addr, *model, *color, *timeout, cfg)
 	var re *bokbok.RemoteError
-	switch hint := keys.Hint(err); {
+	switch {
 	case err == nil:
 		return
-	case hint != "": // bokbok.ErrAuth or bokbok.ErrMode
-		log.Printf("error: %v; %s", err, hint)
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		log.Printf("error: %v; is the server running? (go run ./examples/carfactory/server)", err)
 	case errors.As(err, &re):
 		log.Printf("error: the server says [%s]: %s", re.Code, re.Message)
 	default:
-		log.Printf("error: %v", err)
+		log.Printf("error: %v", err) // such as bokbok.ErrAuth, for a wrong key or an unknown user
 	}
 	os.Exit(1)
 }

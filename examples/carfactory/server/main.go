@@ -22,33 +22,36 @@
 // cars it made without a lock.
 //
 // It runs in secure mode like examples/server: it knows one user (-user,
-// default "demo") and that user's key, given with -key (the key's text
-// form) or -key-file (a file holding it). Without either, it generates a
-// key and prints the command that runs the client with it. Clients must
-// use the same -realm. With -insecure it accepts only insecure clients,
-// with no keys at all.
+// default "demo") and that user's key, read from -key-file (a file holding
+// the key's text form). Without -key-file, it generates a key and prints
+// the command that runs the client with it. With -insecure it accepts only
+// insecure clients, with no keys at all.
 //
 // Ctrl-C (SIGINT) or SIGTERM stops the server gracefully and removes its
-// socket. A socket left behind by a server that was killed is removed at
-// the next start, if nothing answers on it.
+// socket. A server that was killed leaves its socket behind; the next one
+// then fails to listen, saying that the socket file is stale and can be
+// removed.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"log/slog"
-	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/bokbok-go/bokbok"
-	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
+
+// realm is the server's realm, which its clients must use too: it is
+// bound into the secure handshake.
+const realm = "bokbok-carfactory"
 
 // factory makes cars. It is an actor: each exported method answers to its
 // Go name and to its kebab-case form (MakeCar to "make-car").
@@ -84,13 +87,16 @@ func (c *car) Drive() string {
 
 func main() {
 	addr := flag.String("addr", defaultAddr(), `address to listen on: a Unix socket path such as "./cars.sock" (or "host:port" for TCP)`)
-	keys := exampleutil.ServerKeyFlags() // -insecure, -user, -key, -key-file, -realm
+	insecure := flag.Bool("insecure", false, "accept insecure clients only: no keys, nothing encrypted")
+	user := flag.String("user", "demo", "the user name clients authenticate as")
+	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form; without it, a new key is generated and printed")
 	verbose := flag.Bool("v", false, "log the library's debug records too (such as refused clients)")
 	flag.Parse()
-
-	exampleutil.SetupLog("server: ", *verbose)
-	ctx, stop := exampleutil.SignalContext() // done at Ctrl-C or SIGTERM
-	defer stop()
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("server: ")
+	if *verbose {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
 
 	// The vat and its one actor, bound under a name. The Node serves the
 	// capability protocol: it is the connections' Handler.
@@ -99,34 +105,67 @@ func main() {
 	node := &ocap.Node{Logger: slog.Default()}
 	node.Bind("factory", vat.Spawn(&factory{}))
 
-	// The connections are numbered #1, #2 and so on in the log, which
-	// says when each opens and closes.
-	conns := &exampleutil.ConnLog{}
 	srv := &bokbok.Server{
 		Config: bokbok.Config{
 			Handler: node,
-			OnClose: conns.Closed,
+			OnClose: func(c *bokbok.Conn, reason error) { log.Printf("connection closed: %v", reason) },
 			Logger:  slog.Default(),
 		},
-		OnOpen: conns.Opened,
+		OnOpen: func(c *bokbok.Conn) error {
+			if c.User() == "" {
+				log.Print("connection opened (insecure)")
+			} else {
+				log.Printf("connection opened, authenticated as user %q", c.User())
+			}
+			return nil
+		},
 	}
-
-	if !keys.Insecure {
+	mode := "insecure"
+	if !*insecure {
 		// One user, as in examples/server.
-		srv.UserKey = keys.UserKey("./examples/carfactory/client", *addr, defaultAddr())
-		srv.Realm = keys.Realm
+		key, err := userKey(*keyFile, *user, *addr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		srv.UserKey = func(name string) (bokbok.Key, bool) { return key, name == *user }
+		srv.Realm = realm
+		mode = fmt.Sprintf("secure: user %q", *user)
 	}
 
-	ln, err := listen(*addr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, func() {
+		stop() // a second Ctrl-C kills the server at once
+		log.Print("shutting down")
+	})
+	ln, err := bokbok.Listen(*addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Printf(`listening on %s (%s); the factory is bound as "factory"; Ctrl-C to stop`, ln.Addr(), keys.Mode())
-	// Serve until Ctrl-C or SIGTERM, then shut down gracefully and close
-	// the vat.
-	if err := exampleutil.ServeNode(ctx, srv, ln, node, vat); err != nil {
+	log.Printf(`listening on %s (%s); the factory is bound as "factory"; Ctrl-C to stop`, ln.Addr(), mode)
+	// Serve until Ctrl-C or SIGTERM, then shut down gracefully, and close
+	// the vat once its actors have no connection left to answer.
+	if err := srv.Run(ctx, ln, 10*time.Second); err != nil {
 		log.Fatal(err)
 	}
+	vat.Close()
+	<-vat.Done()
+	log.Print("stopped")
+}
+
+// userKey returns the user's key, from keyFile or, without one, generated
+// and logged with the command that runs examples/carfactory/client.
+func userKey(keyFile, user, addr string) (bokbok.Key, error) {
+	if keyFile != "" {
+		return bokbok.ReadKeyFile(keyFile)
+	}
+	key, err := bokbok.GenerateKey()
+	text, _ := key.MarshalText()
+	if err == nil {
+		log.Printf("no -key-file given: generated a key for user %q; run the client with it:", user)
+		log.Printf("    go run ./examples/carfactory/client -addr %s -user %s -key %s", addr, user, text)
+	}
+	return key, err
 }
 
 // defaultAddr is the socket in the temporary directory, written so that
@@ -134,32 +173,4 @@ func main() {
 // it unless given another.
 func defaultAddr() string {
 	return filepath.ToSlash(filepath.Join(os.TempDir(), "bokbok-carfactory.sock"))
-}
-
-// listen listens on addr. If a Unix socket is already there and nothing
-// answers on it, it is a leftover of a server that was killed: listen
-// removes it and tries again.
-func listen(addr string) (net.Listener, error) {
-	ln, err := bokbok.Listen(addr)
-	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
-		return ln, err
-	}
-	a, perr := bokbok.ParseAddr(addr)
-	if perr != nil || a.Network != "unix" {
-		return nil, err
-	}
-	if c, derr := net.Dial("unix", a.Address); derr == nil {
-		c.Close()
-		return nil, fmt.Errorf("%w: another server is running on %s", err, a.Address)
-	} else if !errors.Is(derr, syscall.ECONNREFUSED) {
-		return nil, err
-	}
-	if fi, serr := os.Lstat(a.Address); serr != nil || fi.Mode()&os.ModeSocket == 0 {
-		return nil, err
-	}
-	if rerr := os.Remove(a.Address); rerr != nil {
-		return nil, fmt.Errorf("%w (removing the stale socket: %v)", err, rerr)
-	}
-	log.Printf("removed the stale socket %s, which nothing answered on", a.Address)
-	return bokbok.Listen(addr)
 }

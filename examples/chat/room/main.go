@@ -5,6 +5,8 @@
 //	go run ./examples/chat/room                        # TCP on 127.0.0.1, a free port
 //	go run ./examples/chat/room -addr 127.0.0.1:7001   # a fixed port
 //	go run ./examples/chat/room -addr ./chat.sock      # a Unix socket
+//	go run ./examples/chat/room -addr 127.0.0.1:7001 -store room.json
+//	                                                   # the same sturdyref after a restart
 //
 // It spawns the chatroom actor in a vat, registers it with the capability
 // node (ocap.Node.Register) and prints its sturdyref, such as
@@ -40,9 +42,14 @@
 // the chatroom got when the speaker joined, so nobody can speak as someone
 // else.
 //
-// The chatroom is the only object reachable with the sturdyref. Ctrl-C
-// (SIGINT) or SIGTERM stops it gracefully: the users' connections close,
-// and the users stop.
+// The chatroom is the only object reachable with the sturdyref. With
+// -store FILE its swiss number is kept in FILE (created readable by its
+// owner only), so a room restarted with the same -store and -addr (a
+// fixed port, or a socket path) serves the same sturdyref: users whose
+// connection was lost, say because the room crashed, enliven it again and
+// join the new room. The room itself keeps no history and no members
+// across a restart. Ctrl-C (SIGINT) or SIGTERM stops it gracefully: the
+// users' connections close, and the users stop.
 package main
 
 import (
@@ -52,11 +59,14 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"net"
 	"os"
+	"os/signal"
 	"slices"
+	"syscall"
+	"time"
 
 	"github.com/bokbok-go/bokbok"
-	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -161,38 +171,74 @@ func (s *membership) Leave(ctx context.Context) {
 	s.room.leave(ctx, s.m, "said goodbye")
 }
 
+// shutdownGrace is how long the room lets requests in flight finish once
+// it starts shutting down, before it closes the connections left.
+const shutdownGrace = 10 * time.Second
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", `address to listen on: "host:port" (port 0 picks a free one), or a Unix socket path such as "./chat.sock"`)
 	public := flag.String("public", "", `the address written into the sturdyref, if users must dial another one than -addr (say "example.com:7001")`)
+	store := flag.String("store", "", "a file that keeps the sturdyref's swiss number, so a restarted room serves the same sturdyref")
 	verbose := flag.Bool("v", false, "log the library's debug records too (such as refused connections)")
 	flag.Parse()
 
-	exampleutil.SetupLog("room: ", *verbose)
-	exampleutil.NoArgs()
-	if err := run(*addr, *public); err != nil {
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("room: ")
+	if *verbose {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
+	if flag.NArg() != 0 {
+		log.Printf("error: unexpected arguments %q", flag.Args())
+		os.Exit(2)
+	}
+	if err := run(*addr, *public, *store); err != nil {
 		log.Printf("error: %v", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, public string) error {
-	ctx, stop := exampleutil.SignalContext() // done at Ctrl-C or SIGTERM
+func run(addr, public, storeFile string) error {
+	// Done at Ctrl-C or SIGTERM; from then on a second signal kills the
+	// process at once, even while it shuts down.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 
 	vat := ocap.NewVat("chatroom")
 	defer vat.Close()
-	node := &ocap.Node{Logger: slog.Default()}
-
-	// The sturdyrefs carry the address to dial (node.Addr): -public, or
-	// the real port when -addr asked for a free one, or the absolute path
-	// of a Unix socket.
-	ln, dialAddr, err := exampleutil.ListenForSturdyrefs(addr, public)
+	// The sturdyrefs carry the address to dial (node.Addr): -public if
+	// given, else what node.Listen sets: the real port when -addr asked
+	// for a free one, or the absolute path of a Unix socket.
+	node := &ocap.Node{Logger: slog.Default(), Addr: public}
+	if public != "" {
+		if _, err := bokbok.ParseAddr(public); err != nil {
+			return fmt.Errorf("-public: %w", err)
+		}
+	}
+	if storeFile != "" {
+		st, err := ocap.OpenStore(storeFile)
+		if err != nil {
+			return err
+		}
+		node.Store = st
+	}
+	ln, err := node.Listen(addr)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
-	node.Addr = dialAddr
-	sr, err := node.Register(vat.Spawn(&chatroom{}))
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok && public == "" && tcp.IP.IsUnspecified() {
+		log.Printf("listening on all interfaces: the sturdyref names %s; give -public HOST:PORT to name another address", tcp)
+	}
+
+	// Registered before serving, so that the first users are known.
+	room := vat.Spawn(&chatroom{})
+	var sr ocap.Sturdyref
+	if node.Store != nil {
+		sr, err = node.RegisterAs("chatroom", room)
+	} else {
+		sr, err = node.Register(room)
+	}
 	if err != nil {
 		return err
 	}
@@ -206,7 +252,26 @@ func run(addr, public string) error {
 
 	fmt.Println(sr) // the URI, alone on the first line of standard output
 	log.Printf("listening on %s; the chatroom's sturdyref is on standard output; Ctrl-C to stop", ln.Addr())
-	// Serve until Ctrl-C or SIGTERM, then shut down gracefully and close
-	// the node's sessions and the vat.
-	return exampleutil.ServeNode(ctx, srv, ln, node, vat)
+
+	// Serve until Ctrl-C or SIGTERM, then shut down gracefully. The log
+	// says so before the shutdown begins.
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	stopLog := context.AfterFunc(ctx, func() {
+		log.Print("shutting down")
+		cancelRun()
+	})
+	defer stopLog()
+	err = srv.Run(runCtx, ln, shutdownGrace)
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err != nil {
+		log.Printf("shutdown: %v (closed the remaining connections)", err)
+	}
+	node.Close()
+	vat.Close()
+	<-vat.Done()
+	log.Printf("stopped")
+	return nil
 }

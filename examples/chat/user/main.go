@@ -33,7 +33,20 @@
 //
 // It stays in the room until Ctrl-C (SIGINT) or SIGTERM, or for -stay if
 // given, and then leaves it; the end of standard input does not end it.
-// If the room goes away, it stops with exit status 1.
+//
+// It holds the room's sturdyref with ocap.Node.Hold, so it survives a
+// restart of the room (one run with -store FILE and the same -addr, so
+// that it serves the same sturdyref). If the connection to the room is
+// lost, it logs "lost the connection to the room (why); reconnecting", enlivens
+// the sturdyref again, with backoff, joins the new room with the same user
+// actor, and logs "reconnected to the room"; the new room tells it again
+// who is there. A line typed while the room is unreachable is not said:
+// it waits up to -timeout for the room to come back, then gets an error
+// line, and the user reads on. A line whose say was under way when the
+// connection was lost gets an error line too, and is not said again (the
+// room may have heard it). If the room shuts down (Ctrl-C on the room) or
+// no longer knows the sturdyref (restarted without its -store), the user
+// stops with exit status 1.
 package main
 
 import (
@@ -47,10 +60,12 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
+	"github.com/bokbok-go/bokbok"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -105,6 +120,14 @@ func (u *user) Left(who ocap.Ref) {
 	u.flush()
 }
 
+// rejoin forgets who was in the room: the user is joining anew, after the
+// connection to the room was lost, and the room tells again who is there.
+// It is not a method of the actor (not exported): run calls it in the
+// vat's goroutine, with Vat.Do.
+func (u *user) rejoin() {
+	clear(u.room)
+}
+
 // enter counts who in the room.
 func (u *user) enter(who ocap.Ref) {
 	if _, ok := u.room[who]; !ok {
@@ -151,12 +174,19 @@ func main() {
 	roomURI := flag.String("room", "", "the room's sturdyref, as examples/chat/room printed it")
 	waitFor := flag.Int("wait-for", 0, "say the greeting only once this many users (you included) are in the room")
 	stay := flag.Duration("stay", 0, "leave the room after this long (0: stay until Ctrl-C)")
-	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for the room to answer")
+	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for the room to answer, or to come back")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
-	exampleutil.SetUsage("usage: user -name NAME -room STURDYREF [flags] [GREETING...]\n\n")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), "usage: user -name NAME -room STURDYREF [flags] [GREETING...]\n\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 
-	exampleutil.SetupLog("user "+*name+": ", *verbose)
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("user " + *name + ": ")
+	if *verbose {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
 	if *name == "" || *roomURI == "" {
 		flag.Usage()
 		os.Exit(2)
@@ -172,7 +202,7 @@ func main() {
 	}
 	if err := run(sr, *name, greeting, *waitFor, *stay, *timeout); err != nil {
 		if errors.Is(err, ocap.ErrUnknownSturdyref) {
-			err = fmt.Errorf("%w; the room does not know this sturdyref (mistyped, or the room restarted?)", err)
+			err = fmt.Errorf("%w; the room does not know this sturdyref (mistyped, or the room restarted without its -store?)", err)
 		}
 		log.Printf("error: %v", err)
 		os.Exit(1)
@@ -193,41 +223,77 @@ func run(sr ocap.Sturdyref, name, greeting string, waitFor int, stay, timeout ti
 	ready := make(chan struct{})
 	vat := ocap.NewVat(name)
 	defer vat.Close()
-	me := vat.Spawn(&user{name: name, waitFor: waitFor, ready: ready, room: map[ocap.Ref]string{}})
+	u := &user{name: name, waitFor: waitFor, ready: ready, room: map[ocap.Ref]string{}}
+	me := vat.Spawn(u)
 
 	// The node has nothing of its own to serve: the room reaches the user
 	// actor only through the reference sent in join, over the connection
 	// this node dials to enliven the room.
 	node := &ocap.Node{Logger: slog.Default()}
 	defer node.Close()
-	wctx, cancel := context.WithTimeout(ctx, timeout)
+
+	// The room's sturdyref, held: each time it is enlivened (the first
+	// time, and again after the connection was lost), OnEnliven joins
+	// with the user actor before anyone can use the room, and keeps the
+	// membership join answers, the capability to speak in this run of
+	// the room.
+	var membership atomic.Pointer[ocap.Ref]
+	room := node.Hold(sr, &ocap.HoldOptions{
+		MaxDelay: 2 * time.Second, // a restarted room is found again soon
+		OnEnliven: func(ctx context.Context, room ocap.Ref) error {
+			jctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			// Before join, so the actor forgets the old room before
+			// the new one tells it who is there.
+			if err := vat.Do(jctx, func(context.Context) { u.rejoin() }); err != nil {
+				return err
+			}
+			r, err := room.Send("join", me).Await(jctx)
+			if err != nil {
+				return fmt.Errorf("join: %w", err)
+			}
+			m, err := r.Ref()
+			if err != nil {
+				return fmt.Errorf("join: %w", err)
+			}
+			membership.Store(&m)
+			return nil
+		},
+	})
+	defer room.Close()
+
+	jctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	room, err := node.Enliven(wctx, sr)
+	first, err := room.Ref(jctx)
 	if err != nil {
 		return err
 	}
-	sessions := node.Sessions()
-	if len(sessions) != 1 {
-		return fmt.Errorf("want one connection to the room, have %d", len(sessions))
-	}
-	session := sessions[0]
-
-	r, err := room.Send("join", me).Await(wctx)
-	if err != nil {
-		return fmt.Errorf("join: %w", err)
-	}
-	membership, err := r.Ref()
-	if err != nil {
-		return fmt.Errorf("join: %w", err)
-	}
 	log.Printf("joined the room")
+
+	// The watcher follows the connection to the room and reconnects; it
+	// reports on gone why it stopped, if not because run is returning.
+	// run owns it: it ends once wctx is done, before run returns.
+	wctx, stopWatch := context.WithCancel(ctx)
+	gone := make(chan error, 1)
+	var watching sync.WaitGroup
+	watching.Go(func() { watch(wctx, room, first, gone) })
+	defer watching.Wait()
+	defer stopWatch()
 
 	// Say the greeting, then each line of standard input. One goroutine
 	// sends them all, through one reference, so they arrive in order.
 	say := func(text string) error {
 		sctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		if _, err := membership.Send("say", text).Await(sctx); err != nil {
+		// Waits, up to -timeout, while the room is unreachable; the
+		// line is not sent if it does not come back.
+		if _, err := room.Ref(sctx); err != nil {
+			return fmt.Errorf("not said, the room is unreachable: %w", err)
+		}
+		if _, err := (*membership.Load()).Send("say", text).Await(sctx); err != nil {
+			if errors.Is(err, ocap.ErrDisconnected) {
+				return fmt.Errorf("say: %w (the room may or may not have heard it: not said again)", err)
+			}
 			return fmt.Errorf("say: %w", err)
 		}
 		return nil
@@ -242,7 +308,7 @@ func run(sr ocap.Sturdyref, name, greeting string, waitFor int, stay, timeout ti
 		select {
 		case <-ready:
 			if err := say(greeting); err != nil {
-				return err
+				log.Printf("error: %v", err)
 			}
 			ready, in = nil, lines
 		case text, ok := <-in:
@@ -251,25 +317,66 @@ func run(sr ocap.Sturdyref, name, greeting string, waitFor int, stay, timeout ti
 				continue
 			}
 			if err := say(text); err != nil {
-				return err
+				log.Printf("error: %v", err)
 			}
-		case <-session.Done():
-			return fmt.Errorf("the room closed the connection: %v", session.Err())
+		case err := <-gone:
+			return err
 		case <-ctx.Done():
-			return leave(session, membership, timeout)
+			stopWatch()
+			return leave(*membership.Load(), timeout)
 		}
 	}
 }
 
+// watch follows the connection to the room, whose live reference is r.
+// When the connection is lost it says so and gets the reference again
+// (the handle dials, with backoff, and its OnEnliven joins), then says
+// "reconnected to the room". It sends gone why it stops: the room shut
+// down, or can no longer be enlivened; or it stops quietly once ctx is
+// done.
+func watch(ctx context.Context, room *ocap.Persistent, r ocap.Ref, gone chan<- error) {
+	for {
+		s := r.Session()
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.Done():
+		}
+		if ctx.Err() != nil {
+			return // this user is leaving
+		}
+		if roomShutDown(s) {
+			gone <- fmt.Errorf("the room closed the connection: %v", s.Err())
+			return
+		}
+		log.Printf("lost the connection to the room (%v); reconnecting", s.Err())
+		var err error
+		if r, err = room.Ref(ctx); err != nil {
+			if ctx.Err() == nil {
+				gone <- err
+			}
+			return
+		}
+		log.Printf("reconnected to the room")
+	}
+}
+
+// roomShutDown reports whether the session ended because the room shut
+// its connection down gracefully (it was stopped), rather than because
+// the connection was lost (the room crashed, or the network failed).
+func roomShutDown(s *ocap.Session) bool {
+	return errors.Is(s.Err(), bokbok.ErrShutdown)
+}
+
 // leave says goodbye to the room and closes the connection gracefully.
-func leave(session *ocap.Session, membership ocap.Ref, timeout time.Duration) error {
+func leave(membership ocap.Ref, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if _, err := membership.Send("leave").Await(ctx); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	log.Printf("left the room")
-	if err := session.Shutdown(ctx); err != nil {
+	if err := membership.Session().Shutdown(ctx); err != nil {
 		log.Printf("closing the connection: %v", err)
 	}
 	return nil

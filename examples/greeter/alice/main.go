@@ -27,7 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -35,10 +34,16 @@ func main() {
 	name := flag.String("name", "Alice", "the name to be greeted by")
 	timeout := flag.Duration("timeout", 10*time.Second, "how long to wait for bob")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
-	exampleutil.SetUsage("usage: alice [flags] STURDYREF\n\nSTURDYREF is the URI examples/greeter/bob prints.\n\n")
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), "usage: alice [flags] STURDYREF\n\nSTURDYREF is the URI examples/greeter/bob prints.\n\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
-
-	exampleutil.SetupLog("alice: ", *verbose)
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("alice: ")
+	if *verbose {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
 	if flag.NArg() != 1 {
 		flag.Usage()
 		os.Exit(2)

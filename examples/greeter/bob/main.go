@@ -29,14 +29,17 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/bokbok-go/bokbok"
-	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/ocap"
 )
 
@@ -62,8 +65,15 @@ func main() {
 	verbose := flag.Bool("v", false, "log the library's debug records too (such as refused connections)")
 	flag.Parse()
 
-	exampleutil.SetupLog("bob: ", *verbose)
-	exampleutil.NoArgs()
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("bob: ")
+	if *verbose {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
+	if flag.NArg() != 0 {
+		log.Printf("error: unexpected arguments %q", flag.Args())
+		os.Exit(2)
+	}
 	if err := run(*addr, *public, *name, *store); err != nil {
 		log.Printf("error: %v", err)
 		os.Exit(1)
@@ -71,12 +81,20 @@ func main() {
 }
 
 func run(addr, public, name, storeFile string) error {
-	ctx, stop := exampleutil.SignalContext() // done at Ctrl-C or SIGTERM
+	// ctx is done at Ctrl-C or SIGTERM; a second one kills bob at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, func() {
+		stop()
+		log.Print("shutting down")
+	})
 
 	vat := ocap.NewVat("bob")
 	defer vat.Close()
-	node := &ocap.Node{Logger: slog.Default()}
+	// The sturdyrefs carry the address to dial, node.Addr: -public if
+	// given, or else the one node.Listen sets, with the real port when
+	// -addr asked for a free one, or the absolute path of a Unix socket.
+	node := &ocap.Node{Addr: public, Logger: slog.Default()}
 	if storeFile != "" {
 		st, err := ocap.OpenStore(storeFile)
 		if err != nil {
@@ -84,16 +102,11 @@ func run(addr, public, name, storeFile string) error {
 		}
 		node.Store = st
 	}
-
-	// The sturdyrefs carry the address to dial (node.Addr): -public, or
-	// the real port when -addr asked for a free one, or the absolute path
-	// of a Unix socket.
-	ln, dialAddr, err := exampleutil.ListenForSturdyrefs(addr, public)
+	ln, err := node.Listen(addr)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	node.Addr = dialAddr
+	defer ln.Close() // if registering fails; Run closes it too
 
 	g := vat.Spawn(&greeter{name: name})
 	var sr ocap.Sturdyref
@@ -125,7 +138,13 @@ func run(addr, public, name, storeFile string) error {
 
 	fmt.Println(sr) // the URI, alone on the first line of standard output
 	log.Printf("listening on %s; the greeter's sturdyref is on standard output; Ctrl-C to stop", ln.Addr())
-	// Serve until Ctrl-C or SIGTERM, then shut down gracefully and close
-	// the node's sessions and the vat.
-	return exampleutil.ServeNode(ctx, srv, ln, node, vat)
+	// Serve until Ctrl-C or SIGTERM, then shut down gracefully, and close
+	// the vat once no connection is left for the greeter to answer.
+	if err := srv.Run(ctx, ln, 10*time.Second); err != nil {
+		return err
+	}
+	vat.Close()
+	<-vat.Done()
+	log.Print("stopped")
+	return nil
 }

@@ -16,7 +16,7 @@
 // standard error; an error from the server, such as a compare-and-set that
 // found another version, ends it with exit status 1. Every request carries
 // the -tenant (default "default") and a request id in its metadata. The
-// key flags (-user, -key, -key-file, -realm, -insecure) are those of
+// key flags (-insecure, -user, -key, -key-file) are those of
 // examples/client.
 package main
 
@@ -29,11 +29,12 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/bokbok-go/bokbok"
-	"github.com/bokbok-go/bokbok/examples/internal/exampleutil"
 	"github.com/bokbok-go/bokbok/examples/kv/kvapi"
 )
 
@@ -42,11 +43,21 @@ func main() {
 	tenant := flag.String("tenant", "default", "the tenant whose keys to use")
 	ifVersion := flag.Int64("if-version", -1, "put or delete only if the key is at this version (0: put only a new key)")
 	timeout := flag.Duration("timeout", time.Minute, "how long poll waits for a change")
-	keys := exampleutil.ClientKeyFlags() // -insecure, -user, -key, -key-file, -realm
+	insecure := flag.Bool("insecure", false, "connect in insecure mode: no key, nothing encrypted")
+	user := flag.String("user", "demo", "the user name to authenticate as")
+	keyText := flag.String("key", "", "the user's key, in its text form (as examples/kv/server prints it)")
+	keyFile := flag.String("key-file", "", "a file holding the user's key in its text form")
 	verbose := flag.Bool("v", false, "log the library's debug records too")
-	exampleutil.SetUsage("usage: client [flags] get KEY | put KEY VALUE | delete KEY | list [PREFIX] | watch [PREFIX] | poll KEY [VERSION]\n")
+	flag.Usage = func() {
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: client [flags] get KEY | put KEY VALUE | delete KEY | list [PREFIX] | watch [PREFIX] | poll KEY [VERSION]")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
-	exampleutil.SetupLog("kv-client: ", *verbose)
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("kv-client: ")
+	if *verbose {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
 	args := flag.Args()
 	if len(args) == 0 {
 		args = []string{"list"}
@@ -55,7 +66,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	ctx, stop := exampleutil.SignalContext() // done at Ctrl-C: ends a watch
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM) // done at Ctrl-C: ends a watch
 	defer stop()
 	// Every request carries the tenant, as metadata.
 	ctx = bokbok.WithMetadata(ctx, bokbok.Metadata{kvapi.MDTenant: *tenant})
@@ -70,9 +81,15 @@ func main() {
 		}
 		return nil
 	})
-	cfg := keys.Config("examples/kv/server")
-	cfg.Handler, cfg.Logger = mux, slog.Default()
-	cfg.Interceptors = []bokbok.Interceptor{addRequestID}
+	cfg := &bokbok.Config{Handler: mux, Logger: slog.Default(), Interceptors: []bokbok.Interceptor{addRequestID}}
+	if !*insecure {
+		key, err := readKey(*keyText, *keyFile)
+		if err != nil {
+			log.Printf("error: %v", err)
+			os.Exit(2)
+		}
+		cfg.Key, cfg.User, cfg.Realm = &key, *user, kvapi.Realm
+	}
 
 	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -89,13 +106,21 @@ func main() {
 			err = serr
 		}
 	}
-	if hint := keys.Hint(err); hint != "" {
-		err = fmt.Errorf("%w; %s", err, hint)
-	}
 	if err != nil {
 		log.Printf("error: %v", err)
 		os.Exit(1)
 	}
+}
+
+// readKey returns the key of -key (its text form) or -key-file.
+func readKey(text, file string) (bokbok.Key, error) {
+	switch {
+	case file != "":
+		return bokbok.ReadKeyFile(file)
+	case text == "":
+		return bokbok.Key{}, errors.New("no key: give -key KEY or -key-file FILE (examples/kv/server prints a key when it starts without one), or -insecure for an insecure server")
+	}
+	return bokbok.ParseKey(text)
 }
 
 // arity is the least and the most arguments of each command.

@@ -73,6 +73,11 @@ const (
 	CodeForbidden = "kv.forbidden" // no tenant, or one the server does not serve
 )
 
+// Realm is the server's realm (bokbok.Config.Realm and Server.Realm): it
+// is bound into the secure handshake, so the server and its clients must
+// use the same one.
+const Realm = "bokbok-kv"
+
 // The metadata the client sends with every request.
 const (
 	MDTenant    = "tenant"     // the tenant whose keys to use: each has its own

@@ -1,9 +1,12 @@
-// Package exampleapi declares the methods of examples/server and
+// Package echoapi declares the methods of examples/server and
 // examples/client, once for both sides: each bokbok.Method carries its
 // name with its request and reply types, so that the server's handler
 // (Add.Handle(mux, f)) and the client's call (Add.Call(ctx, conn, nums))
 // cannot disagree about them.
-package exampleapi
+//
+// A program of your own would keep such a package next to its server, for
+// the server and its clients to import.
+package echoapi
 
 import (
 	"fmt"
@@ -26,6 +29,11 @@ var Name = bokbok.Method[struct{}, string]("name")
 
 // Log is a notification method of examples/server: a string for its log.
 const Log = "log"
+
+// Realm is the server's realm (bokbok.Config.Realm and Server.Realm): it
+// is bound into the secure handshake, so the server and its clients must
+// use the same one.
+const Realm = "bokbok-echo"
 
 // Args formats a message for the examples' logs as a list of arguments:
 // a list as it is, nothing (nil, or an empty struct or map) as [], and
