@@ -82,6 +82,8 @@ func (c *Conn) handshake(ctx context.Context, op opening) (err error) {
 			err = ctx.Err() // cancellation, not the deadline we forced, is the reason
 		} else if errors.Is(err, os.ErrDeadlineExceeded) && ctxDeadline {
 			err = context.DeadlineExceeded // ctx's deadline, reached before its own timer fired
+		} else if np := (*noPreambleError)(nil); errors.As(err, &np) {
+			err = fmt.Errorf("%w after %v: %s", ErrHandshakeTimeout, c.cfg.HandshakeTimeout, np.hint())
 		} else if errors.Is(err, os.ErrDeadlineExceeded) {
 			err = fmt.Errorf("%w after %v", ErrHandshakeTimeout, c.cfg.HandshakeTimeout)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 )
@@ -49,8 +50,8 @@ func withArticle(s string) string {
 
 // checkPreamble validates the peer's preamble against our mode.
 func checkPreamble(p []byte, mode byte) error {
-	if [6]byte(p[:6]) != preambleMagic {
-		return protocolErrorf("peer is not speaking bokbok (first bytes % x)", p)
+	if err := checkMagic(p); err != nil {
+		return err
 	}
 	if p[6] != protocolVersion {
 		return fmt.Errorf("%w: peer speaks version %d, this side speaks version %d", ErrVersion, p[6], protocolVersion)
@@ -61,17 +62,59 @@ func checkPreamble(p []byte, mode byte) error {
 	return nil
 }
 
+// checkMagic fails if p, the first bytes the peer sent, cannot be the
+// start of a preamble.
+func checkMagic(p []byte) error {
+	m := preambleMagic[:min(len(p), len(preambleMagic))]
+	if string(p[:len(m)]) != string(m) {
+		return protocolErrorf("peer is not speaking bokbok (first bytes % x)", p)
+	}
+	return nil
+}
+
 // readPreamble reads the peer's preamble and checks it against our mode.
+// It checks the bytes as they arrive, so a peer that is not speaking
+// bokbok is found out by its first wrong byte rather than by the handshake
+// timeout, and it never reads past the preamble.
 func readPreamble(r io.Reader, mode byte) error {
 	var pre [preambleSize]byte
-	if _, err := io.ReadFull(r, pre[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return &ProtocolError{Reason: "truncated preamble", Err: err}
+	n := 0
+	for n < preambleSize {
+		m, err := r.Read(pre[n:])
+		n += m
+		if perr := checkMagic(pre[:n]); perr != nil {
+			return perr
 		}
-		if errors.Is(err, io.EOF) {
+		if err == nil {
+			continue
+		}
+		switch {
+		case errors.Is(err, io.EOF) && n > 0:
+			return &ProtocolError{Reason: "truncated preamble", Err: io.ErrUnexpectedEOF}
+		case errors.Is(err, io.EOF):
 			return &ProtocolError{Reason: "the peer closed the connection before sending its preamble", Err: err}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return &noPreambleError{got: n, err: err}
 		}
 		return fmt.Errorf("bokbok: reading preamble: %w", err)
 	}
 	return checkPreamble(pre[:], mode)
+}
+
+// noPreambleError is a handshake that timed out before the peer's whole
+// preamble came; the handshake reports it as ErrHandshakeTimeout, saying
+// how much came.
+type noPreambleError struct {
+	got int // bytes of the preamble received
+	err error
+}
+
+func (e *noPreambleError) Error() string { return e.hint() + ": " + e.err.Error() }
+func (e *noPreambleError) Unwrap() error { return e.err }
+
+func (e *noPreambleError) hint() string {
+	if e.got == 0 {
+		return "the peer sent nothing (is it a bokbok server or client?)"
+	}
+	return fmt.Sprintf("the peer sent %d of the %d bytes of its preamble", e.got, preambleSize)
 }
