@@ -2,6 +2,7 @@ package bokbok
 
 import (
 	"context"
+	"net"
 	"testing"
 )
 
@@ -93,4 +94,57 @@ func BenchmarkNotify(b *testing.B) {
 		}
 	}
 	<-done
+}
+
+// BenchmarkServerMessage1 is the server's work on a handshake's message 1:
+// one Noise trial (what a single key would cost) against the trials of
+// every candidate key that each handshake makes.
+func BenchmarkServerMessage1(b *testing.B) {
+	secret, key := Key{7}, Key{1}
+	prologue := securePrologue("bench", "alice")
+	cli, _ := newNoiseState(prologue, nil)
+	msg := cli.writeMessage1(&key, handshakePayload)
+	start, _ := newNoiseState(prologue, nil) // the ephemeral key pair, made once: not measured
+	b.Run("one_trial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ns := *start
+			if _, err := ns.readMessage1(&key, msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("candidates", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			keys, real := candidateKeys(&secret, "alice", []Key{key})
+			ns := *start
+			if _, err := ns.readMessage1Candidates(&keys, real, msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkSecureDial is a whole secure opening over loopback TCP, both
+// ends.
+func BenchmarkSecureDial(b *testing.B) {
+	key := Key{1}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &Server{Config: Config{Handler: echoHandler}, UserKeys: func(string) []Key { return []Key{key} }}
+	go srv.Serve(ln)
+	defer srv.Wait()
+	defer srv.Close()
+	cfg := &Config{User: "alice", Key: &key}
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := Dial(context.Background(), ln.Addr().String(), cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
 }

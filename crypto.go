@@ -196,11 +196,13 @@ func passphraseSalt(realm, user string) []byte {
 	return h.Sum(nil)
 }
 
-// dummyKey derives the key an unknown user is checked against: keyed by a
+// dummyKey derives the key tried in candidate slot slot of a user who has
+// fewer keys than the server tries (an unknown user has none): keyed by a
 // server-local secret, so nobody can know it.
-func dummyKey(secret *Key, user string) Key {
+func dummyKey(secret *Key, user string, slot int) Key {
 	h, _ := blake2b.New256(secret[:])
 	h.Write([]byte("bokbok unknown user\x00"))
+	h.Write([]byte{byte(slot)})
 	h.Write([]byte(user))
 	var k Key
 	h.Sum(k[:0])

@@ -33,9 +33,9 @@ var ErrAuth = errors.New("bokbok: authentication failed")
 // opening says how a connection opens.
 type opening struct {
 	server    bool
-	userKey   func(user string) (Key, bool) // server: the keys of users; nil = insecure
-	secret    *Key                          // server, secure: keys the dummy keys of unknown users
-	ephemeral *[32]byte                     // tests: a fixed ephemeral private key
+	userKeys  func(user string) []Key // server: the keys of users; nil = insecure
+	secret    *Key                    // server, secure: keys the dummy keys of unknown users
+	ephemeral *[32]byte               // tests: a fixed ephemeral private key
 
 	// slots, if set (a server), bounds the handshakes doing their costly
 	// work (the key lookup and Noise, or parsing SETTINGS) at once: a
@@ -49,7 +49,7 @@ type opening struct {
 
 func (c *Conn) secure(op opening) bool {
 	if op.server {
-		return op.userKey != nil
+		return op.userKeys != nil
 	}
 	return c.cfg.Key != nil
 }
@@ -277,19 +277,17 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening, g *slotGate) error 
 		return err
 	}
 	defer release()
-	// Unknown users take the same path as known ones, with a dummy key, so
-	// they fail at the same step, with the same bytes, in the same time.
-	key, known := op.userKey(user)
-	if !known {
-		key = dummyKey(op.secret, user)
-	}
+	// Every user, known or not, has exactly MaxUserKeys candidate keys
+	// tried, all of them, so an unknown user, a wrong key and a right one
+	// in either slot cost the same work (PROTOCOL.md, "Candidate keys").
+	keys, known := candidateKeys(op.secret, user, op.userKeys(user))
 	ns, err := newNoiseState(securePrologue(c.cfg.Realm, user), op.ephemeral)
 	if err != nil {
 		return err
 	}
 	defer ns.wipe()
-	p, err := ns.readMessage1(&key, m1)
-	wipeKeys(&key)
+	p, err := ns.readMessage1Candidates(&keys, known, m1)
+	clear(keys[:])
 	if err == nil && len(p) != len(handshakePayload) {
 		err = errors.New("message 1 payload of the wrong size")
 	}
@@ -297,7 +295,7 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening, g *slotGate) error 
 	if err == nil {
 		m2, err = ns.writeMessage2(handshakePayload)
 	}
-	if err != nil || !known {
+	if err != nil {
 		// Every well-formed message 1 that does not lead to message 2 gets
 		// the same refusal, whatever the reason.
 		aw.Write(appendHandshakeMsg(nil, nil))

@@ -28,10 +28,12 @@ package bokbok_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -442,39 +444,7 @@ func testFiveMinutes(t *testing.T, ctx context.Context, m *readmeModule, doc str
 	writeFile(t, filepath.Join(work, "users.txt"), "alice "+strings.TrimSpace(keyText)+"\n")
 
 	// go run ./server
-	server := exec.CommandContext(ctx, exe("server"), "-addr", "127.0.0.1:0")
-	server.Dir = work
-	var logs lockedBuffer
-	server.Stderr = &logs
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		server.Wait()
-		close(exited)
-	}()
-	defer func() {
-		server.Process.Kill()
-		<-exited
-	}()
-	listening := regexp.MustCompile(`listening on (\S+)`)
-	deadline := time.Now().Add(20 * time.Second)
-	var addr string
-	for addr == "" {
-		if m := listening.FindStringSubmatch(logs.String()); m != nil {
-			addr = m[1]
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("the server exited before listening:\n%s", logs.String())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not log \"listening on ADDR\":\n%s", logs.String())
-		}
-	}
+	addr, _ := startReadmeServer(t, ctx, exe("server"), work, "127.0.0.1:0")
 
 	// go run ./client
 	got, stderr, err := run("client", "-addr", addr)
@@ -505,6 +475,71 @@ func testFiveMinutes(t *testing.T, ctx context.Context, m *readmeModule, doc str
 	}
 	if !strings.Contains(doc, refused) {
 		t.Errorf("README.md does not mention %q", refused)
+	}
+
+	// On a Unix socket, Ctrl-C stops the server cleanly and leaves no
+	// socket file behind, so the next run listens there again.
+	if runtime.GOOS == "windows" {
+		return
+	}
+	for run := range 2 {
+		_, server := startReadmeServer(t, ctx, exe("server"), work, "./hello.sock")
+		if err := server.cmd.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-server.exited:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("run %d: the server did not stop on Ctrl-C:\n%s", run, server.logs.String())
+		}
+		if code := server.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("run %d: exit status %d after Ctrl-C:\n%s", run, code, server.logs.String())
+		}
+		if _, err := os.Stat(filepath.Join(work, "hello.sock")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("run %d: the socket file is still there after Ctrl-C (%v)", run, err)
+		}
+	}
+}
+
+// readmeServer is a running five-minute server.
+type readmeServer struct {
+	cmd    *exec.Cmd
+	logs   *lockedBuffer
+	exited chan struct{}
+}
+
+// startReadmeServer runs the five-minute server on addr, in dir, until the
+// test ends, and returns the address it logs.
+func startReadmeServer(t *testing.T, ctx context.Context, exe, dir, addr string) (string, *readmeServer) {
+	t.Helper()
+	s := &readmeServer{cmd: exec.CommandContext(ctx, exe, "-addr", addr), logs: &lockedBuffer{}, exited: make(chan struct{})}
+	s.cmd.Dir = dir
+	s.cmd.Stderr = s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s.cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-s.exited
+	})
+	listening := regexp.MustCompile(`listening on (\S+)`)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if m := listening.FindStringSubmatch(s.logs.String()); m != nil {
+			return m[1], s
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("the server exited before listening:\n%s", s.logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not log \"listening on ADDR\":\n%s", s.logs.String())
+		}
 	}
 }
 

@@ -319,7 +319,7 @@ func rulesVectorServer(t testing.TB, nc net.Conn, key Key, ephemeral *[32]byte) 
 	done := make(chan error, 1)
 	go func() {
 		err := server.open(context.Background(), opening{server: true, ephemeral: ephemeral, secret: &Key{},
-			userKey: func(string) (Key, bool) { return key, true }}, nil)
+			userKeys: func(string) []Key { return []Key{key} }}, nil)
 		if err == nil {
 			server.Close()
 		}

@@ -117,7 +117,7 @@ func TestSecureVectorHandshake(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- server.open(context.Background(), opening{server: true, ephemeral: &vecRespEphemeral, secret: &Key{},
-			userKey: func(string) (Key, bool) { return vecPSK, true }}, nil)
+			userKeys: func(string) []Key { return []Key{vecPSK} }}, nil)
 	}()
 	cliCfg := *defaults
 	cliCfg.Key, cliCfg.User, cliCfg.Realm, cliCfg.KeepaliveInterval = &vecPSK, vecUser, vecRealm, -1

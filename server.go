@@ -57,6 +57,18 @@ type Server struct {
 	// which refuses secure clients.
 	UserKey func(user string) (key Key, ok bool)
 
+	// UserKeys, if set instead of UserKey, makes the server secure in the
+	// same way, and lets a user have up to MaxUserKeys valid keys at once:
+	// during a key rotation, the old key and the new. It returns the keys
+	// of user, none for an unknown user; keys beyond the first MaxUserKeys
+	// are not tried. The server tries every candidate for every client,
+	// padding with keys nobody knows, so a user with one key, with two,
+	// and an unknown user are refused alike, with the same work. The
+	// server does not keep or modify the returned slice. A KeysFile's
+	// UserKeys method fits here. Setting both UserKey and UserKeys is an
+	// error.
+	UserKeys func(user string) []Key
+
 	// OnRefused, if set, is called when a connection that Serve accepted
 	// does not open: its handshake failed (an error matching ErrAuth,
 	// ErrMode, ErrVersion, ErrHandshakeTimeout, or a *ProtocolError),
@@ -256,7 +268,7 @@ func (s *Server) openConn(ctx context.Context, c *Conn) error {
 	s.mu.Lock()
 	slots, quit := s.handshakes, s.quit
 	s.mu.Unlock()
-	op := opening{server: true, userKey: s.UserKey, secret: &s.secret,
+	op := opening{server: true, userKeys: s.keyLookup(), secret: &s.secret,
 		slots: slots, quit: quit, afterHandshake: s.endOpening}
 	err := c.open(ctx, op, s.OnOpen)
 	if err != nil && !c.started() {
@@ -264,6 +276,23 @@ func (s *Server) openConn(ctx context.Context, c *Conn) error {
 		s.untrack(c) // the closer never ran
 	}
 	return err
+}
+
+// keyLookup returns the server's key lookup as a list of keys per user,
+// or nil for an insecure server.
+func (s *Server) keyLookup() func(user string) []Key {
+	if s.UserKeys != nil {
+		return s.UserKeys
+	}
+	if lookup := s.UserKey; lookup != nil {
+		return func(user string) []Key {
+			if k, ok := lookup(user); ok {
+				return []Key{k}
+			}
+			return nil
+		}
+	}
+	return nil
 }
 
 // Shutdown stops the server gracefully: it closes the listeners, then
@@ -349,6 +378,9 @@ func (s *Server) config() (*Config, error) {
 		}
 		if s.MaxHandshakes < 0 {
 			return nil, fmt.Errorf("bokbok: Server.MaxHandshakes is %d, want >= 0 (0 means the default, %d)", s.MaxHandshakes, DefaultMaxHandshakes)
+		}
+		if s.UserKey != nil && s.UserKeys != nil {
+			return nil, errors.New("bokbok: Server.UserKey and Server.UserKeys are both set; set one (UserKeys lets a user have two keys)")
 		}
 		if s.MaxOpening < 0 {
 			return nil, fmt.Errorf("bokbok: Server.MaxOpening is %d, want >= 0 (0 means the default, %d)", s.MaxOpening, DefaultMaxOpening)

@@ -577,6 +577,7 @@ func TestCLIServeGraceOver(t *testing.T) {
 func TestCLIServeKeysFileErrors(t *testing.T) {
 	_, k1 := cliKey(t)
 	_, k2 := cliKey(t)
+	_, k3 := cliKey(t)
 	for _, tc := range []struct {
 		name, content string
 		want          []string
@@ -585,7 +586,8 @@ func TestCLIServeKeysFileErrors(t *testing.T) {
 		{"three fields", "alice " + k1 + " extra\n", []string{"keys.txt:1:", "got 3 fields"}},
 		{"bad key", "\n\nalice not-a-key\n", []string{"keys.txt:3:", `user "alice"`, "not a key", "bokbok keygen"}},
 		{"short key", "alice " + k1[:40] + "\n", []string{"keys.txt:1:", "not a key"}},
-		{"duplicate user", "alice " + k1 + "\nbob " + k2 + "\nalice " + k2 + "\n", []string{"keys.txt:3:", `user "alice" again`, "line 1"}},
+		{"same key twice", "alice " + k1 + "\nbob " + k2 + "\nalice " + k1 + "\n", []string{"keys.txt:3:", `same key again for user "alice"`, "line 1"}},
+		{"three keys", "alice " + k1 + "\nalice " + k2 + "\nalice " + k3 + "\n", []string{"keys.txt:3:", `more than 2 keys for user "alice"`, "line 1"}},
 		{"several", "alice\nbob x\n", []string{"keys.txt:1:", "keys.txt:2:"}},
 		{"no users", "# nobody yet\n\n", []string{"no users", "--insecure"}},
 	} {
@@ -596,7 +598,7 @@ func TestCLIServeKeysFileErrors(t *testing.T) {
 			if r.stdout != "" {
 				t.Errorf("serve printed %q on stdout", r.stdout)
 			}
-			for _, k := range []string{k1, k2} {
+			for _, k := range []string{k1, k2, k3} {
 				if strings.Contains(r.stderr, k) {
 					t.Errorf("the error shows a key")
 				}

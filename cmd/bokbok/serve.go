@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"regexp"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -64,7 +61,10 @@ Modes: exactly one of --keys and --insecure is required.
                that user's key, and everything is encrypted. FILE has one
                "USER KEY" line per user, KEY in its text form (make one
                with "bokbok keygen"); blank lines and lines starting with
-               "#" are ignored. Clients must pass the same --realm as the
+               "#" are ignored. A user may have two lines, two valid
+               keys, while a key is rotated. SIGHUP re-reads FILE (a
+               file with a bad line is reported, and the keys in use
+               stay). Clients must pass the same --realm as the
                server. Keep FILE private (chmod 600).
   --insecure   no authentication and no encryption: anyone who can reach
                the address can call; for trusted networks and Unix sockets.
@@ -117,11 +117,11 @@ func runServe(ctx context.Context, e *env, args []string) int {
 		return usageErr("--listen: %s", trimBokbok(err))
 	}
 
-	var users map[string]bokbok.Key
+	var users *bokbok.KeysFile
 	if *keysFile != "" {
 		var err error
-		if users, err = readKeysFile(*keysFile); err != nil {
-			for _, line := range strings.Split(err.Error(), "\n") {
+		if users, err = bokbok.OpenKeysFile(*keysFile); err != nil {
+			for _, line := range strings.Split(keysFileError(err), "\n") {
 				fmt.Fprintf(e.stderr, "bokbok serve: %s\n", line)
 			}
 			return exitUsage
@@ -136,21 +136,17 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	// The library's own records at info and above: its debug records
 	// repeat what this command logs.
 	libLog := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if *keysFile != "" {
-		if st, err := os.Stat(*keysFile); err == nil && runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
-			log.Warn("the keys file is readable by other users; make it private", "file", *keysFile, "mode", st.Mode().Perm().String(), "fix", "chmod 600 "+*keysFile)
-		}
+	if users != nil {
+		warnIfExposed(log, users)
+		stopReload := reloadOnHangup(log, users)
+		defer stopReload()
 	}
 
 	ln, err := bokbok.Listen(*listen)
 	if err != nil {
 		msg := fmt.Sprintf("bokbok serve: cannot listen on %s: %s", *listen, trimBokbok(err))
-		if errors.Is(err, syscall.EADDRINUSE) {
-			if a, _ := bokbok.ParseAddr(*listen); a.Network == "unix" {
-				msg += fmt.Sprintf(" (if no server is running there, remove the stale socket file %s)", a.Address)
-			} else {
-				msg += " (another program listens there: stop it or pick another port)"
-			}
+		if a, _ := bokbok.ParseAddr(*listen); errors.Is(err, syscall.EADDRINUSE) && a.Network != "unix" {
+			msg += " (another program listens there: stop it or pick another port)" // Listen explains a Unix socket in use itself
 		}
 		fmt.Fprintln(e.stderr, msg)
 		return exitConnect
@@ -175,11 +171,8 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	mode := "insecure: no authentication, no encryption"
 	hint := "--insecure"
 	if users != nil {
-		srv.UserKey = func(user string) (bokbok.Key, bool) {
-			k, ok := users[user]
-			return k, ok
-		}
-		mode = fmt.Sprintf("secure, %d user%s, realm %q", len(users), pluralS(len(users)), *realm)
+		srv.UserKeys = users.UserKeys
+		mode = fmt.Sprintf("secure, %d user%s, realm %q", users.Users(), pluralS(users.Users()), *realm)
 		hint = "--user USER --key-file FILE"
 		if *realm != "" {
 			hint += " --realm " + shellQuote(*realm)
@@ -222,67 +215,6 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	srv.Wait()
 	log.Info("stopped")
 	return exitOK
-}
-
-// readKeysFile reads a keys file: "USER KEY" lines, blank lines and
-// "#" comment lines. Its error names every bad line as FILE:LINE (one per
-// line of the error's text, at most maxKeysErrors), and never shows a key.
-func readKeysFile(path string) (map[string]bokbok.Key, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("--keys: %v", err)
-	}
-	defer f.Close()
-	users := make(map[string]bokbok.Key)
-	firstLine := make(map[string]int)
-	var problems []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<10)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		bad := func(format string, a ...any) {
-			problems = append(problems, fmt.Sprintf("%s:%d: ", path, n)+fmt.Sprintf(format, a...))
-		}
-		fields := strings.Fields(line)
-		if len(fields) != 2 {
-			bad("want \"USER KEY\" (two fields separated by spaces), got %d field%s", len(fields), pluralS(len(fields)))
-			continue
-		}
-		user := fields[0]
-		if len(user) > 255 {
-			bad("user name of %d bytes; at most 255", len(user))
-			continue
-		}
-		key, err := bokbok.ParseKey(fields[1])
-		if err != nil {
-			bad("the key of user %q is not a key: %s (make one with \"bokbok keygen\")", user, strings.TrimPrefix(trimBokbok(err), "bad key: "))
-			continue
-		}
-		if first, dup := firstLine[user]; dup {
-			bad("user %q again (first on line %d): give each user one line", user, first)
-			continue
-		}
-		users[user], firstLine[user] = key, n
-	}
-	if err := sc.Err(); err != nil {
-		problems = append(problems, fmt.Sprintf("%s:%d: %v", path, n+1, err))
-	}
-	if len(problems) > 0 {
-		const maxKeysErrors = 20
-		if len(problems) > maxKeysErrors {
-			problems = append(problems[:maxKeysErrors], fmt.Sprintf("%s: and %d more bad lines", path, len(problems)-maxKeysErrors))
-		}
-		return nil, errors.New(strings.Join(problems, "\n"))
-	}
-	if len(users) == 0 {
-		return nil, fmt.Errorf("%s: no users: add a \"USER KEY\" line for each user (make keys with \"bokbok keygen\"), or serve with --insecure", path)
-	}
-	return users, nil
 }
 
 // summary renders a message as JSON for the log, cut short if long.
