@@ -109,11 +109,16 @@ var ErrNoMethod = errors.New("bokbok: no such method")
 // whichever arrives first, its own deadline or the handler's answer. Any
 // other error is sent with an empty code and its Error() text as the
 // message.
+//
+// A *RemoteError may also carry details, one MessagePack value of
+// structured data beside the code and message (see WithDetails and
+// Details). They travel to peers that read message headers only.
 type RemoteError struct {
 	Code    string // optional machine-readable code; "" if none
 	Message string // human-readable text
 
-	md *Metadata // the reply metadata received with the error (a pointer keeps RemoteError comparable)
+	md      *Metadata // the reply metadata received with the error (a pointer keeps RemoteError comparable)
+	details *[]byte   // the details' msgpack encoding, attached or received; nil if none (a pointer, as md)
 }
 
 // Metadata returns the reply metadata that came with the error (see
@@ -154,7 +159,8 @@ func (e *RemoteError) Is(target error) bool {
 }
 
 // Errorf returns a *RemoteError with the given code and a formatted message,
-// for handlers that want the caller to see a specific code.
+// for handlers that want the caller to see a specific code. To attach
+// structured details as well, see RemoteError.WithDetails.
 func Errorf(code, format string, args ...any) error {
 	return &RemoteError{Code: code, Message: fmt.Sprintf(format, args...)}
 }

@@ -110,7 +110,8 @@ func (c *Conn) invoke(ctx context.Context, req *Request) (reply any, err error) 
 
 // answer builds the RESPONSE or ERROR for a handler's result, with md
 // (the handler's reply metadata) in its header for a peer that reads
-// headers.
+// headers, and for an ERROR the error's details too (see errorDetails),
+// unless they would make it exceed the peer's message limit.
 func (c *Conn) answer(id uint32, reply any, err error, md Metadata) *outMsg {
 	if !c.peer.headers() {
 		md = nil
@@ -130,6 +131,14 @@ func (c *Conn) answer(id uint32, reply any, err error, md Metadata) *outMsg {
 			return &outMsg{kind: kindResponse, flags: flags, id: id, data: data, owner: owner}
 		}
 	}
+	if details := c.errorDetails(err); details != nil {
+		out := errorMsgDetails(id, err, md, details)
+		if len(out.data)-bodyLenSize <= int(c.peer.MaxMessageSize) {
+			return out
+		}
+		c.log.Warn("bokbok: error details left out: the ERROR would exceed the peer's message limit", "remote", c.nc.RemoteAddr(),
+			"size", len(out.data)-bodyLenSize, "limit", c.peer.MaxMessageSize)
+	}
 	return errorMsgWith(id, err, md)
 }
 
@@ -140,9 +149,20 @@ func errorMsg(id uint32, err error) *outMsg { return errorMsgWith(id, err, nil) 
 // if md is not empty (and within bounds: metadata outside them is left
 // out, so the error still reaches the caller).
 func errorMsgWith(id uint32, err error, md Metadata) *outMsg {
+	return errorMsgDetails(id, err, md, nil)
+}
+
+// errorMsgDetails is errorMsgWith with details (if not nil) in the header
+// too. Metadata that does not fit in the header beside the details is
+// left out, as metadata out of bounds is.
+func errorMsgDetails(id uint32, err error, md Metadata, details []byte) *outMsg {
 	code, message := errorCode(err)
-	if len(md) > 0 {
-		if b, hdrErr := appendHeader(newBody(), "", md); hdrErr == nil {
+	if len(md) > 0 || details != nil {
+		b, hdrErr := appendHeaderDetails(newBody(), "", md, details)
+		if hdrErr != nil && len(md) > 0 && details != nil {
+			b, hdrErr = appendHeaderDetails(newBody(), "", nil, details)
+		}
+		if hdrErr == nil {
 			return &outMsg{kind: kindError, flags: flagHeader, id: id, data: appendErrorBody(b, code, message)}
 		}
 	}

@@ -15,6 +15,8 @@ import (
 //
 //	0: the method name, a string of at most 255 bytes
 //	1: metadata, a map of at most 64 string keys to string or binary values
+//	2: an ERROR's details, one msgpack value of at most
+//	   MaxErrorDetailsSize bytes (on other kinds, skipped as unknown)
 //
 // It is parsed by the reader when the message is whole, so routing and
 // middleware learn the method and metadata without decoding the body.
@@ -29,6 +31,7 @@ const flagHeader uint8 = 0x02
 const (
 	headerMethod   = 0
 	headerMetadata = 1
+	headerDetails  = 2 // on an ERROR only: its details (RemoteError.Details)
 )
 
 // Header bounds, part of the protocol: a sender MUST keep within them and
@@ -47,6 +50,14 @@ const (
 // and empty metadata are left out; the caller sends no header at all when
 // both are empty.
 func appendHeader(b []byte, method string, md Metadata) ([]byte, error) {
+	return appendHeaderDetails(b, method, md, nil)
+}
+
+// appendHeaderDetails is appendHeader with an ERROR's details: details, if
+// not nil, is one well-formed msgpack value (see RemoteError.WithDetails),
+// appended as it is under key 2, after the method and the metadata. The
+// caller keeps details within MaxErrorDetailsSize.
+func appendHeaderDetails(b []byte, method string, md Metadata, details []byte) ([]byte, error) {
 	if len(method) > maxMethodLen {
 		return b, fmt.Errorf("%w: method name of %d bytes, limit %d", ErrBadMetadata, len(method), maxMethodLen)
 	}
@@ -59,6 +70,9 @@ func appendHeader(b []byte, method string, md Metadata) ([]byte, error) {
 		n++
 	}
 	if len(md) > 0 {
+		n++
+	}
+	if details != nil {
 		n++
 	}
 	b = append(b, 0x80|byte(n)) // fixmap
@@ -86,6 +100,10 @@ func appendHeader(b []byte, method string, md Metadata) ([]byte, error) {
 			}
 		}
 	}
+	if details != nil {
+		b = append(b, headerDetails)
+		b = append(b, details...)
+	}
 	if len(b)-start > maxHeaderBytes {
 		return b[:start], fmt.Errorf("%w: header of %d bytes, limit %d", ErrBadMetadata, len(b)-start, maxHeaderBytes)
 	}
@@ -94,9 +112,10 @@ func appendHeader(b []byte, method string, md Metadata) ([]byte, error) {
 
 // header is a parsed message header.
 type header struct {
-	method string
-	md     Metadata
-	cost   int64 // estimated memory of method and md, for the receive budget
+	method  string
+	md      Metadata
+	details []byte // an ERROR's details: a part of the body, or nil
+	cost    int64  // estimated memory of method and md, for the receive budget
 }
 
 // Estimated memory of a parsed header, in the manner of the message
@@ -112,14 +131,24 @@ const (
 // parseHeader splits a header from the front of a message body. intern,
 // if not nil, turns the method's bytes into a string (so a connection can
 // keep one copy of each name it sees often). The header must be exactly as
-// PROTOCOL.md says; anything else is an error naming what is wrong.
+// PROTOCOL.md says; anything else is an error naming what is wrong. Key 2
+// is skipped as an unknown key: it has a meaning on an ERROR only (see
+// parseHeaderOf).
 func parseHeader(body []byte, intern func([]byte) string) (header, []byte, error) {
+	return parseHeaderOf(body, intern, false)
+}
+
+// parseHeaderOf is parseHeader for a message that is an ERROR if isError.
+// An ERROR's header may carry details under key 2: at most once, one
+// well-formed msgpack value of at most MaxErrorDetailsSize bytes, which
+// h.details is then (a part of body).
+func parseHeaderOf(body []byte, intern func([]byte) string, isError bool) (header, []byte, error) {
 	var h header
 	n, rest, ok := cutMsgpackMap(body)
 	if !ok {
 		return h, nil, headerErrorf("not a msgpack map")
 	}
-	seen := [2]bool{}
+	seen := [3]bool{}
 	for range n {
 		if len(body)-len(rest) > maxHeaderBytes {
 			return h, nil, headerErrorf("longer than %d bytes", maxHeaderBytes)
@@ -129,15 +158,15 @@ func parseHeader(body []byte, intern func([]byte) string) (header, []byte, error
 			return h, nil, headerErrorf("a key that is not a non-negative integer")
 		}
 		rest = r
-		switch key {
-		case headerMethod, headerMetadata:
+		details := key == headerDetails && isError // key 2 means details on an ERROR only
+		if key == headerMethod || key == headerMetadata || details {
 			if seen[key] {
 				return h, nil, headerErrorf("key %d appears more than once", key)
 			}
 			seen[key] = true
 		}
-		switch key {
-		case headerMethod:
+		switch {
+		case key == headerMethod:
 			s, r, ok := cutMsgpackStr(rest)
 			if !ok || len(s) > maxMethodLen {
 				return h, nil, headerErrorf("the method is not a string of at most %d bytes", maxMethodLen)
@@ -149,7 +178,7 @@ func parseHeader(body []byte, intern func([]byte) string) (header, []byte, error
 				h.method = string(s)
 			}
 			h.cost += costHeaderString + int64(len(s))
-		case headerMetadata:
+		case key == headerMetadata:
 			md, r, err := parseMetadata(rest)
 			if err != nil {
 				return h, nil, err
@@ -158,6 +187,15 @@ func parseHeader(body []byte, intern func([]byte) string) (header, []byte, error
 			if md != nil {
 				h.cost += costHeaderMap + int64(len(md))*costHeaderEntry + int64(len(body)-len(r)) // the entries' bytes are within the header's
 			}
+		case details:
+			r, ok := skipMsgpackValue(rest)
+			switch {
+			case !ok:
+				return h, nil, headerErrorf("the details are not well-formed msgpack")
+			case len(rest)-len(r) > MaxErrorDetailsSize:
+				return h, nil, headerErrorf("details of %d bytes, limit %d", len(rest)-len(r), MaxErrorDetailsSize)
+			}
+			h.details, rest = rest[:len(rest)-len(r)], r
 		default: // a later version's key: any well-formed value, skipped
 			r, ok := skipMsgpackValue(rest)
 			if !ok {

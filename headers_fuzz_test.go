@@ -17,11 +17,14 @@ import (
 // §5.1 with the msgpack library's decoder, accepts, with the same method,
 // metadata and header length; and a header it accepts must encode again
 // (appendHeader) to bytes that parse to the same method and metadata.
+// The same holds of the body read as an ERROR's, whose key 2 is its
+// details (parseHeaderOf, appendHeaderDetails).
 func FuzzParseHeader(f *testing.F) {
 	for _, b := range hdrFuzzSeeds() {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		hdrFuzzError(t, body)
 		h, rest, err := parseHeader(body, nil)
 		method, md, n, ok := oracleParseHeader(body)
 		if err != nil {
@@ -66,6 +69,37 @@ func FuzzParseHeader(f *testing.F) {
 	})
 }
 
+// hdrFuzzError is FuzzParseHeader for the header of an ERROR.
+func hdrFuzzError(t *testing.T, body []byte) {
+	h, rest, err := parseHeaderOf(body, nil, true)
+	method, md, details, n, ok := oracleParseHeaderOf(body, true)
+	if err != nil {
+		require.ErrorIs(t, err, ErrBadMetadata)
+		require.False(t, ok, "refused as an ERROR's, but the oracle accepts (method %q, metadata %v, details % x, %d bytes): %v", method, md, details, n, err)
+		return
+	}
+	require.True(t, ok, "accepted as an ERROR's (method %q, metadata %v, details % x), but the oracle refuses", h.method, h.md, h.details)
+	require.Equal(t, method, h.method)
+	require.Equal(t, md, h.md)
+	require.Equal(t, details, h.details)
+	require.Equal(t, body[n:], rest)
+	require.LessOrEqual(t, len(h.details), MaxErrorDetailsSize)
+
+	// Encoded again, the details are the same bytes.
+	enc, err := appendHeaderDetails(nil, h.method, h.md, h.details)
+	if err != nil {
+		require.ErrorIs(t, err, ErrBadMetadata)
+		require.Greater(t, hdrEncodedSize(h.method, h.md)+1+len(h.details), maxHeaderBytes, "a received header that does not encode again: %v", err)
+		return
+	}
+	h2, rest2, err := parseHeaderOf(enc, nil, true)
+	require.NoError(t, err)
+	require.Empty(t, rest2)
+	require.Equal(t, h.method, h2.method)
+	require.Equal(t, h.md, h2.md)
+	require.Equal(t, h.details, h2.details)
+}
+
 // hdrEncodedSize is the length of the shortest encoding of a header.
 func hdrEncodedSize(method string, md Metadata) int {
 	size := 1
@@ -96,52 +130,66 @@ var errOracle = errors.New("oracle: refused")
 // twice; any other key a well-formed value (§5), skipped; and the whole
 // header at most 16384 bytes. It returns the header's length.
 func oracleParseHeader(b []byte) (method string, md Metadata, n int, ok bool) {
+	method, md, _, n, ok = oracleParseHeaderOf(b, false)
+	return method, md, n, ok
+}
+
+// oracleParseHeaderOf is oracleParseHeader for a message that is an ERROR
+// if isError: then key 2 (at most once) is its details, a well-formed
+// value of at most 4096 bytes, which it returns.
+func oracleParseHeaderOf(b []byte, isError bool) (method string, md Metadata, details []byte, n int, ok bool) {
 	r := bytes.NewReader(b)
 	d := &oracleDecoder{Decoder: msgpack.NewDecoder(r), b: b, r: r}
 	c, err := d.PeekCode()
 	if err != nil || !oracleIsMap(c) {
-		return "", nil, 0, false
+		return "", nil, nil, 0, false
 	}
 	entries, err := d.DecodeMapLen()
 	if err != nil {
-		return "", nil, 0, false
+		return "", nil, nil, 0, false
 	}
-	var seen [2]bool
+	var seen [3]bool
 	for range entries {
 		key, err := oracleUint(d)
 		if err != nil {
-			return "", nil, 0, false
+			return "", nil, nil, 0, false
 		}
-		if key < 2 {
+		if key < 2 || key == 2 && isError {
 			if seen[key] {
-				return "", nil, 0, false
+				return "", nil, nil, 0, false
 			}
 			seen[key] = true
 		}
-		switch key {
-		case 0:
+		switch {
+		case key == 2 && isError:
+			start := len(b) - r.Len()
+			if oracleSkip(d, 0) != nil || len(b)-r.Len()-start > 4096 {
+				return "", nil, nil, 0, false
+			}
+			details = b[start : len(b)-r.Len()]
+		case key == 0:
 			s, err := oracleStr(d)
 			if err != nil || len(s) > 255 {
-				return "", nil, 0, false
+				return "", nil, nil, 0, false
 			}
 			method = s
-		case 1:
+		case key == 1:
 			m, err := oracleMetadata(d)
 			if err != nil {
-				return "", nil, 0, false
+				return "", nil, nil, 0, false
 			}
 			md = m
 		default:
 			if oracleSkip(d, 0) != nil {
-				return "", nil, 0, false
+				return "", nil, nil, 0, false
 			}
 		}
 	}
 	n = len(b) - r.Len()
 	if n > 16384 {
-		return "", nil, 0, false
+		return "", nil, nil, 0, false
 	}
-	return method, md, n, true
+	return method, md, details, n, true
 }
 
 // oracleDecoder is the library's decoder over b, which refuses a string,
@@ -311,6 +359,14 @@ func hdrFuzzSeeds() [][]byte {
 		append([]byte{0x81, 0x01}, md64...),
 		append([]byte{0x81, 0x01}, md65...),
 		append(append([]byte{0x81, 0x09}, bytes.Repeat([]byte{0x91}, 256)...), 0xc0),
+		// Key 2, an ERROR's details (skipped in other messages).
+		{0x81, 0x02, 0x81, 0xa3, 'k', 'e', 'y', 0xa1, 'b'},
+		{0x83, 0x00, 0xa1, 'm', 0x01, 0x81, 0xa1, 'k', 0xa0, 0x02, 0x92, 0x01, 0xc0},
+		{0x82, 0xcc, 0x02, 0xd4, 0x05, 0x01, 0x07, 0xc0},
+		detailsVecTwice, detailsVecMalformed,
+		{0x81, 0x02, 0x92, 0xc0},
+		append(append([]byte{0x81, 0x02}, bytes.Repeat([]byte{0x91}, 256)...), 0xc0),
+		append([]byte{0x81, 0x02, 0xdc, 0x05, 0x55}, bytes.Repeat([]byte{0xc0}, 0x555)...),
 	}
 	var seeds [][]byte
 	for _, h := range hdrs {

@@ -3,6 +3,7 @@ package bokbok
 import (
 	"errors"
 	"io"
+	"slices"
 
 	"github.com/bokbok-go/bokbok/internal/msgpackcheck"
 )
@@ -118,9 +119,10 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	var (
 		callErr error
 		md      Metadata
+		details []byte
 	)
 	if cl.asmHeader && !discarded {
-		hdr, rest, err := parseHeader(body, nil)
+		hdr, rest, err := parseHeaderOf(body, nil, h.kind == kindError) // key 2, details, is an ERROR's only
 		switch {
 		case err != nil && h.kind == kindError:
 			return &ProtocolError{Reason: "ERROR with a bad header", Err: err} // the protocol's own message
@@ -132,7 +134,7 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 			}
 			body, callErr = nil, protocolErrorf("RESPONSE with a header and no reply")
 		default:
-			body, md = rest, hdr.md
+			body, md, details = rest, hdr.md, hdr.details
 		}
 	}
 	switch {
@@ -146,6 +148,10 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 		if md != nil {
 			errMD := md // its own variable, so only errors with metadata allocate one
 			rerr.md = &errMD
+		}
+		if details != nil {
+			d := slices.Clone(details) // not the whole body's buffer
+			rerr.details = &d
 		}
 		body, callErr = nil, rerr
 	default:
