@@ -280,13 +280,13 @@ func (c *Conn) openSecureServer(aw *asyncWriter, op opening, g *slotGate) error 
 	// Every user, known or not, has exactly MaxUserKeys candidate keys
 	// tried, all of them, so an unknown user, a wrong key and a right one
 	// in either slot cost the same work (PROTOCOL.md, "Candidate keys").
-	keys, known := candidateKeys(op.secret, user, op.userKeys(user))
+	keys, own := candidateKeys(op.secret, user, op.userKeys(user))
 	ns, err := newNoiseState(securePrologue(c.cfg.Realm, user), op.ephemeral)
 	if err != nil {
 		return err
 	}
 	defer ns.wipe()
-	p, err := ns.readMessage1Candidates(&keys, known, m1)
+	p, err := ns.readMessage1Candidates(&keys, own, m1)
 	clear(keys[:])
 	if err == nil && len(p) != len(handshakePayload) {
 		err = errors.New("message 1 payload of the wrong size")
