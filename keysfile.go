@@ -31,7 +31,8 @@ const maxKeysFileErrors = 20
 // Server.UserKey, where one key per user is enough). Reload re-reads the
 // file and replaces the keys at once, while connections are being
 // accepted; a handshake sees either the old keys or the new, never a mix.
-// Its methods may be called from many goroutines at once.
+// Its methods may be called from many goroutines at once. Make one with
+// OpenKeysFile; a zero KeysFile knows no users.
 type KeysFile struct {
 	path string
 	cur  atomic.Pointer[keysSnapshot]
@@ -68,13 +69,22 @@ func (f *KeysFile) Reload() error {
 	return nil
 }
 
+// snap returns the keys in use: none for a KeysFile not made by
+// OpenKeysFile, so that its zero value refuses every user.
+func (f *KeysFile) snap() *keysSnapshot {
+	if s := f.cur.Load(); s != nil {
+		return s
+	}
+	return &keysSnapshot{}
+}
+
 // Path returns the file's path.
 func (f *KeysFile) Path() string { return f.path }
 
 // UserKeys returns the keys of user, in the file's order (a fresh slice
 // each time), or nil if the file does not list the user.
 func (f *KeysFile) UserKeys(user string) []Key {
-	keys := f.cur.Load().users[user]
+	keys := f.snap().users[user]
 	if keys == nil {
 		return nil
 	}
@@ -86,7 +96,7 @@ func (f *KeysFile) UserKeys(user string) []Key {
 // whose UserKey is this method accepts one key per user. Use UserKeys to
 // accept both keys of a rotation.
 func (f *KeysFile) UserKey(user string) (Key, bool) {
-	keys := f.cur.Load().users[user]
+	keys := f.snap().users[user]
 	if len(keys) == 0 {
 		return Key{}, false
 	}
@@ -94,16 +104,16 @@ func (f *KeysFile) UserKey(user string) (Key, bool) {
 }
 
 // Users returns how many users the file lists.
-func (f *KeysFile) Users() int { return len(f.cur.Load().users) }
+func (f *KeysFile) Users() int { return len(f.snap().users) }
 
 // Rotating returns how many users the file lists with more than one key.
-func (f *KeysFile) Rotating() int { return f.cur.Load().rotating }
+func (f *KeysFile) Rotating() int { return f.snap().rotating }
 
 // ReadableByOthers reports whether, when last read, the file could be read
 // by users other than its owner (its mode has group or other bits set). A
 // server should warn about it: anyone who can read the file can pose as
 // any of its users. It is always false on Windows.
-func (f *KeysFile) ReadableByOthers() bool { return f.cur.Load().exposed }
+func (f *KeysFile) ReadableByOthers() bool { return f.snap().exposed }
 
 // KeysFileError reports the bad lines of a keys file. Its messages name
 // the line and what is wrong with it, never a key.

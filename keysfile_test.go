@@ -165,3 +165,14 @@ func TestKeysFileReloadKeepsTheKeysOnError(t *testing.T) {
 	assert.Len(t, kf.UserKeys("bob"), 1)
 	assert.Equal(t, runtime.GOOS != "windows", kf.ReadableByOthers())
 }
+
+// TestKeysFileZero: a KeysFile not made by OpenKeysFile knows no users.
+func TestKeysFileZero(t *testing.T) {
+	var kf bokbok.KeysFile
+	assert.Nil(t, kf.UserKeys("alice"))
+	_, ok := kf.UserKey("alice")
+	assert.False(t, ok)
+	assert.Zero(t, kf.Users())
+	assert.Zero(t, kf.Rotating())
+	assert.False(t, kf.ReadableByOthers())
+}
