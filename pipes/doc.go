@@ -1,0 +1,40 @@
+// Package pipes implements persistent pipelines over bokbok: named
+// channels whose packets reach every node of a network, including nodes
+// that were offline when the packets were put.
+//
+// A network is reached through a hub, a bokbok server in secure mode
+// that authenticates every node by user name and key, so the sender of a
+// packet is always an authenticated identity. A node keeps its state in
+// a directory of its own: an embedded database holding its identity, its
+// outbox of packets not yet acknowledged by the hub, and its cursors, the
+// position in each pipeline up to which its listeners have been given
+// every packet.
+//
+// A pipeline is either transient or persistent. A packet put on a
+// transient pipeline reaches the nodes that are connected and listening
+// when it is put; nothing is stored. A packet put on a persistent
+// pipeline is first stored in the node's outbox (Put returns once it is
+// on disk, connected or not), then sent to the hub whenever the node is
+// connected; the hub appends it to the pipeline's log on disk before it
+// acknowledges it, and drops a packet it has already appended. Every node
+// listening on the pipeline is given every packet of the log in the hub's
+// order, catching up from its cursor when it connects.
+//
+// What a listener is promised:
+//
+//   - Packets of one pipeline arrive in the hub's order (strictly
+//     increasing Seq), one at a time, to each listener in turn.
+//   - While the node's process lives, a listener is given each packet of a
+//     persistent pipeline exactly once, whatever happens to connections
+//     or to the hub.
+//   - After the node's process crashes, the packets of the last batch being
+//     delivered (at most NodeConfig.MaxBatch, 256 by default) may be given
+//     again, with the same ID and Seq; nothing is skipped. A listener that
+//     must never see a packet twice keeps the last Seq it handled.
+//   - Packets the hub's retention removed before the node caught up are
+//     never silently skipped: the pipeline's OnGap is called with the
+//     range of sequence numbers the node will not see.
+//
+// The wire protocol of the hub is specified in PROTOCOL.md, section
+// "Pipelines".
+package pipes

@@ -1,0 +1,232 @@
+package pipes
+
+import (
+	"context"
+	"fmt"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/bokbok-go/bokbok"
+)
+
+// mux routes the hub's methods.
+func (h *Hub) mux() *bokbok.Mux {
+	m := bokbok.NewMux()
+	bokbok.Handle(m, methodOpen, h.handleOpen)
+	bokbok.Handle(m, methodPut, h.handlePut)
+	bokbok.Handle(m, methodRead, h.handleRead)
+	return m
+}
+
+// caller returns the connection and authenticated user of a request.
+func caller(ctx context.Context) (*bokbok.Conn, string) {
+	c := bokbok.RequestFromContext(ctx).Conn()
+	return c, c.User()
+}
+
+// checkName refuses names a hub does not hold: empty, longer than
+// MaxNameLen, not UTF-8, or with control characters.
+func checkName(name string) error {
+	if name == "" || len(name) > MaxNameLen || !utf8.ValidString(name) {
+		return fmt.Errorf("%w: %q: 1 to %d bytes of UTF-8", ErrBadName, name, MaxNameLen)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%w: %q has control characters", ErrBadName, name)
+		}
+	}
+	return nil
+}
+
+func (h *Hub) handleOpen(ctx context.Context, req openRequest) (openReply, error) {
+	_, user := caller(ctx)
+	p, err := h.open(ctx, user, req)
+	if err != nil {
+		return openReply{}, remoteErr(err)
+	}
+	in := p.info
+	if p.ring != nil {
+		in.Last = p.ring.lastSeq()
+		in.First = in.Last + 1
+	} else if in, err = h.log.Info(ctx, in.Name); err != nil {
+		return openReply{}, remoteErr(err)
+	}
+	return openReply{Name: in.Name, Persistent: in.Persistent, Epoch: in.Epoch[:], First: in.First, Last: in.Last, MaxPacket: h.cfg.MaxPacketSize, MaxBatch: h.cfg.MaxBatch}, nil
+}
+
+func (h *Hub) open(ctx context.Context, user string, req openRequest) (*hubPipeline, error) {
+	if err := checkName(req.Name); err != nil {
+		return nil, err
+	}
+	if err := h.authorize(user, req.Name, AccessRead); err != nil {
+		if err2 := h.authorize(user, req.Name, AccessWrite); err2 != nil {
+			return nil, err
+		}
+	}
+	h.mu.Lock()
+	p := h.pipelines[req.Name]
+	full := len(h.pipelines) >= h.cfg.MaxPipelines
+	h.mu.Unlock()
+	if p == nil {
+		if !req.Create {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownPipeline, req.Name)
+		}
+		if err := h.authorize(user, req.Name, AccessCreate); err != nil {
+			return nil, err
+		}
+		if full {
+			return nil, fmt.Errorf("%w: the hub holds %d pipelines", ErrLimit, h.cfg.MaxPipelines)
+		}
+		in, err := h.log.Create(ctx, req.Name, req.Persistent)
+		if err != nil {
+			return nil, err
+		}
+		h.mu.Lock()
+		if p = h.pipelines[req.Name]; p == nil {
+			p = h.newPipeline(in)
+			h.pipelines[req.Name] = p
+			h.cfg.Logger.Info("pipes: pipeline created", "pipeline", req.Name, "persistent", in.Persistent, "user", user)
+		}
+		h.mu.Unlock()
+	}
+	if p.info.Persistent != req.Persistent {
+		return nil, fmt.Errorf("%w: %q is %s", ErrKindMismatch, req.Name, kindName(p.info.Persistent))
+	}
+	return p, nil
+}
+
+func kindName(persistent bool) string {
+	if persistent {
+		return "persistent"
+	}
+	return "transient"
+}
+
+// pipeline returns an existing pipeline the user may access.
+func (h *Hub) pipeline(user, name string, a Access) (*hubPipeline, error) {
+	h.mu.Lock()
+	p := h.pipelines[name]
+	h.mu.Unlock()
+	if p == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownPipeline, name)
+	}
+	if err := h.authorize(user, name, a); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (h *Hub) handlePut(ctx context.Context, req putRequest) (putReply, error) {
+	_, user := caller(ctx)
+	p, err := h.pipeline(user, req.Pipeline, AccessWrite)
+	if err != nil {
+		return putReply{}, remoteErr(err)
+	}
+	if len(req.Node) != len(NodeID{}) {
+		return putReply{}, bokbok.Errorf(CodeBadRequest, "node must be %d bytes", len(NodeID{}))
+	}
+	if len(req.Packets) == 0 || len(req.Packets) > h.cfg.MaxBatch {
+		return putReply{}, bokbok.Errorf(CodeBadRequest, "a put carries 1 to %d packets", h.cfg.MaxBatch)
+	}
+	entries := make([]Entry, len(req.Packets))
+	for i, pk := range req.Packets {
+		if len(pk.Data) > h.cfg.MaxPacketSize {
+			return putReply{}, bokbok.Errorf(CodeTooLarge, "packet of %d bytes; the hub accepts %d", len(pk.Data), h.cfg.MaxPacketSize)
+		}
+		if i > 0 && pk.N <= req.Packets[i-1].N {
+			return putReply{}, bokbok.Errorf(CodeBadRequest, "packet numbers must increase")
+		}
+		entries[i] = Entry{N: pk.N, Data: pk.Data}
+	}
+	from := Sender{User: user}
+	copy(from.Node[:], req.Node)
+	var acks []Ack
+	if p.ring != nil {
+		acks, err = p.ring.put(from, entries)
+	} else {
+		acks, err = h.log.Append(ctx, req.Pipeline, from, entries)
+	}
+	if err != nil {
+		h.cfg.Logger.Warn("pipes: put failed", "pipeline", req.Pipeline, "user", user, "err", err)
+		return putReply{}, remoteErr(err)
+	}
+	p.wake()
+	reply := putReply{Acks: make([]wireAck, len(acks))}
+	for i, a := range acks {
+		reply.Acks[i] = wireAck{Seq: a.Seq, Dup: a.Dup}
+		if !a.Time.IsZero() {
+			reply.Acks[i].Time = a.Time.UnixNano()
+		}
+	}
+	return reply, nil
+}
+
+func (h *Hub) handleRead(ctx context.Context, req readRequest) (readReply, error) {
+	c, user := caller(ctx)
+	p, err := h.pipeline(user, req.Pipeline, AccessRead)
+	if err != nil {
+		return readReply{}, remoteErr(err)
+	}
+	h.mu.Lock()
+	if h.reads[c] >= h.cfg.MaxReadsPerConn {
+		h.mu.Unlock()
+		return readReply{}, bokbok.Errorf(CodeLimit, "%d reads in progress on this connection", h.cfg.MaxReadsPerConn)
+	}
+	h.reads[c]++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		if h.reads[c]--; h.reads[c] <= 0 {
+			delete(h.reads, c)
+		}
+		h.mu.Unlock()
+	}()
+
+	max := req.Max
+	if max <= 0 || max > h.cfg.MaxBatch {
+		max = h.cfg.MaxBatch
+	}
+	wait := min(time.Duration(max64(req.WaitMillis, 0))*time.Millisecond, h.cfg.MaxWait)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		changed := p.changed()
+		var res ReadResult
+		if p.ring != nil {
+			res = p.ring.read(req.Pipeline, req.After, max, h.cfg.MaxReadBytes)
+		} else if res, err = h.log.Read(ctx, req.Pipeline, req.After, max, h.cfg.MaxReadBytes); err != nil {
+			return readReply{}, remoteErr(err)
+		}
+		if len(res.Records) > 0 || res.Gap != nil || wait <= 0 {
+			return readReplyOf(res), nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			wait = 0
+		case <-ctx.Done():
+			return readReply{}, ctx.Err()
+		case <-h.quit:
+			return readReplyOf(res), nil
+		}
+	}
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func readReplyOf(res ReadResult) readReply {
+	r := readReply{Last: res.Last, Packets: make([]storedPacket, len(res.Records))}
+	if res.Gap != nil {
+		r.Gap = &wireGap{From: res.Gap.From, To: res.Gap.To}
+	}
+	for i, rec := range res.Records {
+		r.Packets[i] = storedPacket{Seq: rec.Seq, Time: rec.Time.UnixNano(), Sender: rec.Sender.User, Node: rec.Sender.Node[:], N: rec.N, Data: rec.Data}
+	}
+	return r
+}

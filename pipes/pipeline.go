@@ -1,0 +1,323 @@
+package pipes
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bokbok-go/bokbok"
+)
+
+// Pipeline is a pipeline as one node sees it: Put sends packets on it and
+// Listen receives every node's. Its methods are safe for concurrent use.
+type Pipeline struct {
+	n          *Node
+	name       string
+	persistent bool
+
+	batches chan batch // fetched, waiting for the deliverer (capacity 1)
+
+	mu         sync.Mutex // guards the fields below
+	configured bool
+	onGap      func(Gap)
+	onError    func(error)
+	listeners  []*listener
+	delivering bool          // the deliverer goroutine runs
+	listenKick chan struct{} // poked when listeners are added (capacity 1)
+	epoch      [16]byte      // the hub log's epoch the cursor belongs to
+	delivered  uint64        // last Seq given to the listeners (persistent: the cursor)
+	fetched    uint64        // last Seq queued for the deliverer
+	maxPacket  int           // the hub's limit, once known
+}
+
+// batch is what one read returned.
+type batch struct {
+	epoch   [16]byte
+	gap     *Gap
+	packets []storedPacket
+}
+
+type listener struct {
+	fn      func(Packet)
+	stopped atomic.Bool
+}
+
+var transientN atomic.Uint64
+
+func init() { transientN.Store(uint64(time.Now().UnixNano())) }
+
+func newPipeline(n *Node, name string, persistent bool) *Pipeline {
+	return &Pipeline{n: n, name: name, persistent: persistent, batches: make(chan batch, 1), listenKick: make(chan struct{}, 1), maxPacket: DefaultMaxPacketSize}
+}
+
+// Name returns the pipeline's name.
+func (p *Pipeline) Name() string { return p.name }
+
+// Persistent reports whether the pipeline is persistent.
+func (p *Pipeline) Persistent() bool { return p.persistent }
+
+// Put puts a packet on the pipeline and returns its ID. On a persistent
+// pipeline it returns once the packet is on disk in the node's outbox,
+// connected or not; the node sends it when it can. On a transient one it
+// returns once the hub has it, and fails with an error matching
+// bokbok.ErrNotConnected while the node is not connected. Put does not
+// keep data.
+func (p *Pipeline) Put(ctx context.Context, data []byte) (PacketID, error) {
+	p.mu.Lock()
+	limit := p.maxPacket
+	p.mu.Unlock()
+	if len(data) > limit {
+		return PacketID{}, fmt.Errorf("%w: %d bytes; the hub accepts %d", ErrTooLarge, len(data), limit)
+	}
+	if err := ctx.Err(); err != nil {
+		return PacketID{}, err
+	}
+	if p.persistent {
+		n, err := p.n.store.put(p.name, append([]byte(nil), data...))
+		if err != nil {
+			return PacketID{}, err
+		}
+		p.n.poke(p.n.outboxPut)
+		return PacketID{Node: p.n.store.id, N: n}, nil
+	}
+	return p.putTransient(ctx, data)
+}
+
+func (p *Pipeline) putTransient(ctx context.Context, data []byte) (PacketID, error) {
+	p.n.mu.Lock()
+	s := p.n.sess
+	p.n.mu.Unlock()
+	if s == nil {
+		return PacketID{}, fmt.Errorf("pipes: %q: %w", p.name, bokbok.ErrNotConnected)
+	}
+	if _, ok := s.reply(p); !ok {
+		if err := s.open(p); err != nil {
+			return PacketID{}, err
+		}
+		if _, ok := s.reply(p); !ok {
+			return PacketID{}, fmt.Errorf("pipes: %q: the hub refused the pipeline", p.name)
+		}
+	}
+	id := PacketID{Node: p.n.store.id, N: transientN.Add(1)}
+	var reply putReply
+	err := s.conn.Invoke(ctx, methodPut, putRequest{Pipeline: p.name, Node: id.Node[:], Packets: []wirePacket{{N: id.N, Data: data}}}, &reply)
+	if err != nil {
+		return PacketID{}, hubError(err)
+	}
+	return id, nil
+}
+
+// Listen adds fn to the pipeline's listeners and returns a function that
+// removes it. Every packet is given to each listener in turn, in the
+// hub's order, on the pipeline's own goroutine: a listener that takes its
+// time holds back the pipeline's delivery (and, through it, the hub),
+// never the node's other pipelines. A persistent pipeline's packets are
+// delivered from the node's cursor, so the first Listen of a process
+// catches up on every packet not yet delivered; while no listener is
+// added, the cursor stays where it is. A transient pipeline delivers the
+// packets put while the node is connected and listening. After stop
+// returns, fn is not called again, except for a call already in progress.
+func (p *Pipeline) Listen(fn func(Packet)) (stop func()) {
+	l := &listener{fn: fn}
+	p.mu.Lock()
+	p.listeners = append(p.listeners, l)
+	start := !p.delivering
+	p.delivering = true
+	p.mu.Unlock()
+	if start {
+		p.n.wg.Add(1)
+		go p.deliverLoop()
+	}
+	p.n.poke(p.listenKick)
+	p.n.poke(p.n.kick)
+	return func() {
+		l.stopped.Store(true)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for i, x := range p.listeners {
+			if x == l {
+				p.listeners = append(p.listeners[:i:i], p.listeners[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+func (p *Pipeline) listening() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.delivering
+}
+
+func (p *Pipeline) reportError(err error) {
+	p.mu.Lock()
+	f := p.onError
+	p.mu.Unlock()
+	if f != nil {
+		f(err)
+	}
+}
+
+// hubOpened takes the hub's description of the pipeline at the start of
+// a session: the fetch position of a transient pipeline starts at the
+// hub's last packet; a persistent pipeline's cursor is checked against
+// the hub's log.
+func (p *Pipeline) hubOpened(s *session, r openReply) error {
+	var gap *Gap
+	p.mu.Lock()
+	if r.MaxPacket > 0 {
+		p.maxPacket = r.MaxPacket
+	}
+	var epoch [16]byte
+	copy(epoch[:], r.Epoch)
+	switch {
+	case !p.persistent:
+		p.fetched = r.Last
+	case p.epoch == [16]byte{}:
+		p.epoch = epoch
+	case p.epoch != epoch:
+		// The hub's log was created anew: the cursor means nothing there.
+		if p.delivered > 0 {
+			gap = &Gap{Pipeline: p.name, From: 1, To: p.delivered, Reason: GapReset}
+		}
+		p.epoch, p.delivered, p.fetched = epoch, 0, 0
+	case p.fetched > r.Last:
+		// The hub lost the end of its log (restored from an older copy):
+		// its next packets will reuse the Seqs this node has seen.
+		gap = &Gap{Pipeline: p.name, From: r.Last + 1, To: p.fetched, Reason: GapReset}
+		p.delivered, p.fetched = min(p.delivered, r.Last), r.Last
+	}
+	cur := cursorValue{Epoch: p.epoch[:], Seq: p.delivered}
+	p.mu.Unlock()
+	if !p.persistent {
+		return nil
+	}
+	if err := p.n.store.setCursor(p.name, cur); err != nil {
+		return err
+	}
+	if gap != nil {
+		p.n.log.Warn("pipes: the hub's log no longer matches this node's cursor", "pipeline", p.name, "from", gap.From, "to", gap.To)
+		if p.listening() {
+			p.queue(s.ctx, batch{epoch: epoch, gap: gap})
+		} else {
+			p.callGap(*gap)
+		}
+	}
+	return nil
+}
+
+// fetchPosition returns where the next read starts.
+func (p *Pipeline) fetchPosition() ([16]byte, uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.epoch, p.fetched
+}
+
+// queue hands a batch to the deliverer, waiting while it is busy.
+func (p *Pipeline) queue(ctx context.Context, b batch) bool {
+	select {
+	case p.batches <- b:
+	case <-ctx.Done():
+		return false
+	}
+	if n := len(b.packets); n > 0 {
+		p.mu.Lock()
+		if b.epoch == p.epoch && b.packets[n-1].Seq > p.fetched {
+			p.fetched = b.packets[n-1].Seq
+		}
+		p.mu.Unlock()
+	}
+	return true
+}
+
+// waitListeners waits until the pipeline has a listener; false when the
+// node closes first.
+func (p *Pipeline) waitListeners() bool {
+	for {
+		p.mu.Lock()
+		has := len(p.listeners) > 0
+		p.mu.Unlock()
+		if has {
+			return true
+		}
+		select {
+		case <-p.listenKick:
+		case <-p.n.done():
+			return false
+		}
+	}
+}
+
+// deliverLoop gives the queued batches to the listeners and commits the
+// cursor after each; it ends when the node closes.
+func (p *Pipeline) deliverLoop() {
+	defer p.n.wg.Done()
+	for p.waitListeners() {
+		var b batch
+		select {
+		case b = <-p.batches:
+		case <-p.n.done():
+			return
+		}
+		if b.gap != nil {
+			p.callGap(*b.gap)
+		}
+		delivered := false
+		for _, sp := range b.packets {
+			if p.n.ctx.Err() != nil {
+				break
+			}
+			p.mu.Lock()
+			stale := p.persistent && b.epoch != p.epoch || sp.Seq <= p.delivered && p.persistent
+			ls := append([]*listener(nil), p.listeners...)
+			p.mu.Unlock()
+			if stale {
+				continue
+			}
+			pk := p.packet(sp)
+			for _, l := range ls {
+				if !l.stopped.Load() {
+					l.fn(pk)
+				}
+			}
+			p.mu.Lock()
+			p.delivered = sp.Seq
+			p.mu.Unlock()
+			delivered = true
+		}
+		if delivered && p.persistent {
+			p.commit()
+		}
+	}
+}
+
+// commit records the cursor on disk.
+func (p *Pipeline) commit() {
+	p.mu.Lock()
+	cur := cursorValue{Epoch: append([]byte(nil), p.epoch[:]...), Seq: p.delivered}
+	p.mu.Unlock()
+	if err := p.n.store.setCursor(p.name, cur); err != nil {
+		p.n.log.Error("pipes: committing the cursor failed", "pipeline", p.name, "err", err)
+	}
+}
+
+func (p *Pipeline) callGap(g Gap) {
+	p.mu.Lock()
+	f := p.onGap
+	p.mu.Unlock()
+	if f != nil {
+		f(g)
+		return
+	}
+	p.n.log.Warn("pipes: packets missed", "pipeline", g.Pipeline, "from", g.From, "to", g.To, "reason", g.Reason.String())
+}
+
+func (p *Pipeline) packet(sp storedPacket) Packet {
+	pk := Packet{Pipeline: p.name, Seq: sp.Seq, Time: time.Unix(0, sp.Time), Sender: sp.Sender, Data: sp.Data}
+	copy(pk.ID.Node[:], sp.Node)
+	pk.ID.N = sp.N
+	pk.Own = pk.ID.Node == p.n.store.id
+	return pk
+}

@@ -1,0 +1,295 @@
+package pipes
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/bokbok-go/bokbok"
+)
+
+// session is the node's work on one connection to the hub: opening the
+// pipelines there, sending the outbox, and one fetcher per pipeline being
+// listened to. The session's goroutines end when the connection closes or
+// the node does; runSession waits for them.
+type session struct {
+	n      *Node
+	conn   *bokbok.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // sendLoop and the fetchers
+
+	mu       sync.Mutex // guards the maps
+	opened   map[*Pipeline]openReply
+	refused  map[*Pipeline]bool
+	fetching map[*Pipeline]bool
+}
+
+// readWait is how long a node asks the hub to hold a read with nothing to
+// return; below the hub's DefaultMaxWait and the keepalive interval.
+const readWait = 25 * time.Second
+
+// runSession serves one connection until it closes or the node does, and
+// returns the reason.
+func (n *Node) runSession(conn *bokbok.Conn) error {
+	ctx, cancel := context.WithCancel(n.ctx)
+	s := &session{n: n, conn: conn, ctx: ctx, cancel: cancel, opened: map[*Pipeline]openReply{}, refused: map[*Pipeline]bool{}, fetching: map[*Pipeline]bool{}}
+	defer func() {
+		n.mu.Lock()
+		n.sess = nil
+		n.mu.Unlock()
+		cancel()
+		s.wg.Wait()
+	}()
+	if err := s.reconcile(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.sess = s
+	n.mu.Unlock()
+	n.log.Info("pipes: connected to the hub", "hub", n.cfg.Hub)
+	if n.cfg.OnConnect != nil {
+		n.cfg.OnConnect()
+	}
+	s.wg.Add(1)
+	go s.sendLoop()
+	for {
+		select {
+		case <-n.kick:
+			if err := s.reconcile(); err != nil {
+				return err
+			}
+		case <-conn.Done():
+			return conn.Err()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// reconcile opens on the hub the pipelines not yet opened in this session
+// and starts the fetchers of those being listened to. It fails only when
+// the connection does.
+func (s *session) reconcile() error {
+	for _, p := range s.n.pipelineList() {
+		s.mu.Lock()
+		_, done := s.opened[p]
+		refused := s.refused[p]
+		s.mu.Unlock()
+		if !done && !refused {
+			if err := s.open(p); err != nil {
+				return err
+			}
+		}
+		s.mu.Lock()
+		_, ok := s.opened[p]
+		start := ok && p.listening() && !s.fetching[p]
+		if start {
+			s.fetching[p] = true
+		}
+		s.mu.Unlock()
+		if start {
+			s.wg.Add(1)
+			go s.fetch(p)
+		}
+	}
+	return nil
+}
+
+// open opens p on the hub. A refusal by the hub is p's, not the
+// session's: it is reported and p is left alone until the next session.
+func (s *session) open(p *Pipeline) error {
+	var reply openReply
+	err := s.conn.Invoke(s.ctx, methodOpen, openRequest{Name: p.name, Persistent: p.persistent, Create: true}, &reply)
+	if err != nil {
+		if refusal(err) {
+			s.refuse(p, err)
+			return nil
+		}
+		return err
+	}
+	if err := p.hubOpened(s, reply); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.opened[p] = reply
+	s.mu.Unlock()
+	return nil
+}
+
+// refusal reports whether err is the hub's answer about one request,
+// rather than a failure of the connection.
+func refusal(err error) bool {
+	var re *bokbok.RemoteError
+	return errors.As(err, &re) && !errors.Is(err, bokbok.ErrBusy)
+}
+
+func (s *session) refuse(p *Pipeline, err error) {
+	err = hubError(err)
+	s.mu.Lock()
+	s.refused[p] = true
+	delete(s.opened, p)
+	s.mu.Unlock()
+	s.n.log.Error("pipes: the hub refused a pipeline", "pipeline", p.name, "err", err)
+	p.reportError(err)
+}
+
+func (s *session) reply(p *Pipeline) (openReply, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.opened[p]
+	return r, ok
+}
+
+// sendLoop sends the outboxes of the persistent pipelines, one put at a
+// time per pipeline so that the hub sees each pipeline's packets in the
+// order of their numbers, and removes what the hub acknowledged.
+func (s *session) sendLoop() {
+	defer s.wg.Done()
+	backoff := time.Duration(0)
+	for {
+		progress := false
+		for _, p := range s.n.pipelineList() {
+			if !p.persistent {
+				continue
+			}
+			r, ok := s.reply(p)
+			if !ok {
+				continue
+			}
+			sent, err := s.sendBatch(p, r)
+			if err != nil {
+				switch {
+				case !refusal(err):
+					return // the connection is gone; the next session sends
+				case errors.Is(hubError(err), ErrStorage), errors.Is(hubError(err), ErrLimit):
+					s.n.log.Warn("pipes: the hub could not take packets; retrying", "pipeline", p.name, "err", hubError(err))
+					backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
+				default:
+					s.refuse(p, err)
+				}
+				continue
+			}
+			if sent {
+				progress, backoff = true, 0
+			}
+		}
+		if progress {
+			continue
+		}
+		var retry <-chan time.Time
+		if backoff > 0 {
+			retry = time.After(backoff)
+		}
+		select {
+		case <-s.n.outboxPut:
+		case <-retry:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// sendBatch sends the first packets of p's outbox and removes those the
+// hub acknowledged. Packets larger than the hub accepts are refused here.
+func (s *session) sendBatch(p *Pipeline, r openReply) (bool, error) {
+	n := s.n
+	max := n.cfg.MaxBatch
+	if r.MaxBatch > 0 && r.MaxBatch < max {
+		max = r.MaxBatch
+	}
+	batch, err := n.store.pending(p.name, max, putBatchBytes)
+	if err != nil || len(batch) == 0 {
+		if err != nil {
+			n.log.Error("pipes: reading the outbox failed", "pipeline", p.name, "err", err)
+		}
+		return false, nil
+	}
+	keep := batch[:0]
+	for _, pk := range batch {
+		if r.MaxPacket > 0 && len(pk.Data) > r.MaxPacket {
+			n.refusePacket(p, pk, &HubError{Code: CodeTooLarge, Message: "packet larger than the hub accepts"})
+			continue
+		}
+		keep = append(keep, pk)
+	}
+	if len(keep) == 0 {
+		return true, nil
+	}
+	var reply putReply
+	id := n.store.id
+	if err := s.conn.Invoke(s.ctx, methodPut, putRequest{Pipeline: p.name, Node: id[:], Packets: keep}, &reply); err != nil {
+		return false, err
+	}
+	if len(reply.Acks) != len(keep) {
+		return false, &bokbok.RemoteError{Code: CodeBadRequest, Message: "the hub acknowledged a different number of packets"}
+	}
+	ns := make([]uint64, len(keep))
+	for i, pk := range keep {
+		ns[i] = pk.N
+	}
+	if err := n.store.remove(p.name, ns); err != nil {
+		// They were appended; a resend is dropped by the hub as a duplicate.
+		n.log.Error("pipes: removing acknowledged packets failed", "pipeline", p.name, "err", err)
+	}
+	return true, nil
+}
+
+func (n *Node) refusePacket(p *Pipeline, pk wirePacket, err error) {
+	rp := RefusedPacket{Pipeline: p.name, ID: PacketID{Node: n.store.id, N: pk.N}, Data: pk.Data, Err: err}
+	if n.cfg.OnRefused != nil {
+		n.cfg.OnRefused(rp)
+	} else {
+		n.log.Error("pipes: the hub refused a packet; dropped", "pipeline", p.name, "id", rp.ID.String(), "size", len(pk.Data), "err", err)
+	}
+	if rerr := n.store.remove(p.name, []uint64{pk.N}); rerr != nil {
+		n.log.Error("pipes: removing a refused packet failed", "pipeline", p.name, "err", rerr)
+	}
+}
+
+// fetch reads p's packets from the hub and queues them for p's
+// deliverer; while the deliverer is busy it does not read, so a slow
+// listener holds the hub back rather than the node buffering.
+func (s *session) fetch(p *Pipeline) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.fetching, p)
+		s.mu.Unlock()
+	}()
+	for s.ctx.Err() == nil {
+		epoch, after := p.fetchPosition()
+		var reply readReply
+		err := s.conn.Invoke(s.ctx, methodRead, readRequest{Pipeline: p.name, After: after, Max: s.n.cfg.MaxBatch, WaitMillis: readWait.Milliseconds()}, &reply)
+		if err != nil {
+			if s.ctx.Err() != nil || s.conn.Err() != nil {
+				return
+			}
+			if refusal(err) && !errors.Is(hubError(err), ErrLimit) {
+				s.refuse(p, err)
+				return
+			}
+			// Busy, or too many reads: try again shortly.
+			select {
+			case <-time.After(time.Second):
+			case <-s.ctx.Done():
+			}
+			continue
+		}
+		b := batch{epoch: epoch, packets: reply.Packets}
+		if reply.Gap != nil {
+			reason := GapRetention
+			if !p.persistent {
+				reason = GapOverrun
+			}
+			b.gap = &Gap{Pipeline: p.name, From: reply.Gap.From, To: reply.Gap.To, Reason: reason}
+		}
+		if len(b.packets) == 0 && b.gap == nil {
+			continue
+		}
+		if !p.queue(s.ctx, b) {
+			return
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package pipes
+
+// The hub's methods and their messages (PROTOCOL.md, "Pipelines"). Every
+// message is a MessagePack map keyed by the field names in the tags;
+// a receiver ignores keys it does not know.
+const (
+	methodOpen = "pipes.open"
+	methodPut  = "pipes.put"
+	methodRead = "pipes.read"
+)
+
+// openRequest asks the hub for a pipeline, creating it if Create is set.
+type openRequest struct {
+	Name       string `msgpack:"name"`
+	Persistent bool   `msgpack:"persistent"`
+	Create     bool   `msgpack:"create"`
+}
+
+// openReply describes the pipeline.
+type openReply struct {
+	Name       string `msgpack:"name"`
+	Persistent bool   `msgpack:"persistent"`
+	Epoch      []byte `msgpack:"epoch"` // 16 bytes, new each time the pipeline is created
+	First      uint64 `msgpack:"first"` // first seq still held; last+1 if none
+	Last       uint64 `msgpack:"last"`  // last seq appended; 0 if none yet
+	MaxPacket  int    `msgpack:"max_packet"`
+	MaxBatch   int    `msgpack:"max_batch"`
+}
+
+// putRequest carries packets of one node for one pipeline, in
+// increasing N.
+type putRequest struct {
+	Pipeline string       `msgpack:"pipeline"`
+	Node     []byte       `msgpack:"node"` // 16 bytes
+	Packets  []wirePacket `msgpack:"packets"`
+}
+
+type wirePacket struct {
+	N    uint64 `msgpack:"n"`
+	Data []byte `msgpack:"data"`
+}
+
+// putReply acknowledges each packet of the request, in order.
+type putReply struct {
+	Acks []wireAck `msgpack:"acks"`
+}
+
+type wireAck struct {
+	Seq  uint64 `msgpack:"seq"`  // 0 for a duplicate
+	Time int64  `msgpack:"time"` // Unix nanoseconds; 0 for a duplicate
+	Dup  bool   `msgpack:"dup,omitempty"`
+}
+
+// readRequest asks for the packets after After, waiting up to WaitMillis
+// for one if there is none yet.
+type readRequest struct {
+	Pipeline   string `msgpack:"pipeline"`
+	After      uint64 `msgpack:"after"`
+	Max        int    `msgpack:"max"`
+	WaitMillis int64  `msgpack:"wait"`
+}
+
+// readReply holds packets in increasing Seq, and the gap before them if
+// some after After are gone.
+type readReply struct {
+	Packets []storedPacket `msgpack:"packets"`
+	Gap     *wireGap       `msgpack:"gap,omitempty"`
+	Last    uint64         `msgpack:"last"`
+}
+
+type wireGap struct {
+	From uint64 `msgpack:"from"`
+	To   uint64 `msgpack:"to"`
+}
+
+// storedPacket is a packet as the hub keeps and sends it.
+type storedPacket struct {
+	Seq    uint64 `msgpack:"seq"`
+	Time   int64  `msgpack:"time"`
+	Sender string `msgpack:"sender"`
+	Node   []byte `msgpack:"node"`
+	N      uint64 `msgpack:"n"`
+	Data   []byte `msgpack:"data"`
+}
+
+// size is the bytes a packet counts for in the hub's limits: its data
+// and a fixed overhead for the rest.
+func (p *storedPacket) size() int { return len(p.Data) + len(p.Sender) + packetOverhead }
+
+const packetOverhead = 64
