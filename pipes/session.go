@@ -26,6 +26,10 @@ type session struct {
 	fetching map[*Pipeline]bool
 }
 
+// testHookAcked, if set by a test, runs when the hub has acknowledged a
+// put and before the outbox is updated.
+var testHookAcked func()
+
 // readWait is how long a node asks the hub to hold a read with nothing to
 // return; below the hub's DefaultMaxWait and the keepalive interval.
 const readWait = 25 * time.Second
@@ -224,6 +228,9 @@ func (s *session) sendBatch(p *Pipeline, r openReply) (bool, error) {
 	}
 	if len(reply.Acks) != len(keep) {
 		return false, &bokbok.RemoteError{Code: CodeBadRequest, Message: "the hub acknowledged a different number of packets"}
+	}
+	if testHookAcked != nil {
+		testHookAcked()
 	}
 	ns := make([]uint64, len(keep))
 	for i, pk := range keep {
