@@ -59,9 +59,9 @@ func TestTransientPipelineReachesConnectedNodes(t *testing.T) {
 	pb.Listen(cb.listen)
 	pa, err := alice.Pipeline("NEWS", nil)
 	require.NoError(t, err)
-	// Wait until both are connected and bob is reading.
-	require.Eventually(t, func() bool { return alice.Connected() && bob.Connected() }, 10*time.Second, 10*time.Millisecond)
-	time.Sleep(100 * time.Millisecond)
+	// Transient: only what is put once bob's connection has the pipeline.
+	waitOpened(t, ctx, bob, pb)
+	waitOpened(t, ctx, alice, pa)
 	for i := range 10 {
 		_, err := pa.Put(ctx, fmt.Appendf(nil, "n%d", i))
 		require.NoError(t, err)

@@ -97,9 +97,16 @@ func OpenBoltLog(cfg BoltLogConfig) (Log, error) {
 	return l, nil
 }
 
-// openBolt opens a database file owned by this process.
-func openBolt(path string, maxSize int, noSync bool) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: noSync, MaxSize: maxSize, FreelistType: bolt.FreelistMapType})
+// openBolt opens a database file owned by this process. A database so
+// damaged that opening it panics is reported as a *StorageError (its file
+// then stays open, and locked, until the process exits).
+func openBolt(path string, maxSize int, noSync bool) (db *bolt.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, &StorageError{Path: path, Op: "open", Err: fmt.Errorf("database corrupt: %v", p)}
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: noSync, MaxSize: maxSize, FreelistType: bolt.FreelistMapType})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, &StorageError{Path: path, Op: "open", Err: fmt.Errorf("%w (%v)", ErrInUse, err)}
 	}

@@ -3,6 +3,7 @@ package pipes
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/bokbok-go/bokbok"
 )
@@ -68,7 +69,7 @@ type HubError struct {
 	Message string
 }
 
-func (e *HubError) Error() string { return "pipes: hub: " + e.Message }
+func (e *HubError) Error() string { return "pipes: the hub refused: " + e.Message }
 
 // Is matches the sentinel error of the code.
 func (e *HubError) Is(target error) bool {
@@ -92,7 +93,7 @@ func hubError(err error) error {
 func remoteErr(err error) error {
 	for _, c := range codes {
 		if errors.Is(err, c.err) {
-			return bokbok.Errorf(c.code, "%s", err.Error())
+			return bokbok.Errorf(c.code, "%s", strings.TrimPrefix(err.Error(), "pipes: "))
 		}
 	}
 	return err

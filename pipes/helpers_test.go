@@ -2,6 +2,8 @@ package pipes
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"net"
 	"sync"
 	"testing"
@@ -58,6 +60,7 @@ type testHub struct {
 	addr string
 	ln   net.Listener
 	done chan error
+	once sync.Once
 }
 
 func startHub(t testing.TB, cfg HubConfig) *testHub {
@@ -69,6 +72,9 @@ func startHub(t testing.TB, cfg HubConfig) *testHub {
 
 func startHubOn(t testing.TB, cfg HubConfig, ln net.Listener) *testHub {
 	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger("hub")
+	}
 	if cfg.Dir == "" && cfg.Log == nil {
 		cfg.Dir = t.TempDir()
 	}
@@ -81,8 +87,10 @@ func startHubOn(t testing.TB, cfg HubConfig, ln net.Listener) *testHub {
 }
 
 func (th *testHub) stop() {
-	th.Close()
-	<-th.done
+	th.once.Do(func() {
+		th.Close()
+		<-th.done
+	})
 }
 
 // openNode opens a node of user on the hub at addr, closed at the end of
@@ -92,7 +100,7 @@ func openNode(t testing.TB, keys *testKeys, user, addr, dir string, tune ...func
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	cfg := NodeConfig{Dir: dir, Hub: addr, User: user, Key: keys.key(user)}
+	cfg := NodeConfig{Dir: dir, Hub: addr, User: user, Key: keys.key(user), Logger: testLogger(user)}
 	cfg.Client.MinBackoff = 20 * time.Millisecond
 	cfg.Client.MaxBackoff = 200 * time.Millisecond
 	for _, f := range tune {
@@ -163,8 +171,33 @@ func (c *collector) waitFor(t testing.TB, ctx context.Context, n int) []Packet {
 	}
 }
 
+// testLogger logs to stderr when PIPES_TEST_LOG is set, and nowhere
+// otherwise.
+func testLogger(who string) *slog.Logger {
+	if os.Getenv("PIPES_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("who", who)
+}
+
 func testCtx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// listenAgain listens on an address a stopped hub used, retrying while
+// the port is not yet free.
+func listenAgain(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 100 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("listen %s again: %v", addr, err)
+	return nil
 }

@@ -155,10 +155,12 @@ type Hub struct {
 
 	mu        sync.Mutex // guards pipelines and reads
 	pipelines map[string]*hubPipeline
-	reads     map[*bokbok.Conn]int // reads in progress per connection
+	reads     map[any]int // reads in progress per connection
 
 	transientBytes atomic.Int64
 	quit           chan struct{}
+	ending         chan struct{} // closed when shutdown begins: reads stop waiting
+	endOnce        sync.Once
 	trimDone       chan struct{}
 	closeOnce      sync.Once
 }
@@ -192,7 +194,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		return nil, errors.New("pipes: HubConfig.UserKeys is required")
 	}
 	cfg.setDefaults()
-	h := &Hub{cfg: cfg, log: cfg.Log, pipelines: map[string]*hubPipeline{}, reads: map[*bokbok.Conn]int{}, quit: make(chan struct{}), trimDone: make(chan struct{})}
+	h := &Hub{cfg: cfg, log: cfg.Log, pipelines: map[string]*hubPipeline{}, reads: map[any]int{}, quit: make(chan struct{}), ending: make(chan struct{}), trimDone: make(chan struct{})}
 	if h.log == nil {
 		path, err := dataFile(cfg.Dir, "hub.db")
 		if err != nil {
@@ -267,6 +269,8 @@ func (h *Hub) Serve(ln net.Listener) error { return h.srv.Serve(ln) }
 // Run serves ln until ctx ends, then shuts down: connections get grace to
 // finish their calls. The log is closed when Run returns.
 func (h *Hub) Run(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	stop := context.AfterFunc(ctx, h.endReads)
+	defer stop()
 	err := h.srv.Run(ctx, ln, grace)
 	if cerr := h.Close(); err == nil {
 		err = cerr
@@ -274,10 +278,28 @@ func (h *Hub) Run(ctx context.Context, ln net.Listener, grace time.Duration) err
 	return err
 }
 
+// Shutdown stops the hub gracefully: it stops accepting, ends the reads
+// waiting for packets (they return what they have, nothing), lets calls
+// in progress finish until ctx ends, then closes as Close does.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.endReads()
+	err := h.srv.Shutdown(ctx)
+	if cerr := h.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// endReads makes waiting reads return at once, and later ones not wait.
+func (h *Hub) endReads() {
+	h.endOnce.Do(func() { close(h.ending) })
+}
+
 // Close closes every connection and the hub's embedded log.
 func (h *Hub) Close() error {
 	var err error
 	h.closeOnce.Do(func() {
+		h.endReads()
 		close(h.quit)
 		err = h.srv.Close()
 		h.srv.Wait()

@@ -41,6 +41,21 @@ func checkName(name string) error {
 
 func (h *Hub) handleOpen(ctx context.Context, req openRequest) (openReply, error) {
 	_, user := caller(ctx)
+	return h.serveOpen(ctx, user, req)
+}
+
+func (h *Hub) handlePut(ctx context.Context, req putRequest) (putReply, error) {
+	_, user := caller(ctx)
+	return h.servePut(ctx, user, req)
+}
+
+func (h *Hub) handleRead(ctx context.Context, req readRequest) (readReply, error) {
+	c, user := caller(ctx)
+	return h.serveRead(ctx, c, user, req)
+}
+
+// serveOpen answers pipes.open for an authenticated user.
+func (h *Hub) serveOpen(ctx context.Context, user string, req openRequest) (openReply, error) {
 	p, err := h.open(ctx, user, req)
 	if err != nil {
 		return openReply{}, remoteErr(err)
@@ -117,8 +132,8 @@ func (h *Hub) pipeline(user, name string, a Access) (*hubPipeline, error) {
 	return p, nil
 }
 
-func (h *Hub) handlePut(ctx context.Context, req putRequest) (putReply, error) {
-	_, user := caller(ctx)
+// servePut answers pipes.put for an authenticated user.
+func (h *Hub) servePut(ctx context.Context, user string, req putRequest) (putReply, error) {
 	p, err := h.pipeline(user, req.Pipeline, AccessWrite)
 	if err != nil {
 		return putReply{}, remoteErr(err)
@@ -162,8 +177,9 @@ func (h *Hub) handlePut(ctx context.Context, req putRequest) (putReply, error) {
 	return reply, nil
 }
 
-func (h *Hub) handleRead(ctx context.Context, req readRequest) (readReply, error) {
-	c, user := caller(ctx)
+// serveRead answers pipes.read for an authenticated user on connection
+// c (the key of the per-connection count of reads).
+func (h *Hub) serveRead(ctx context.Context, c any, user string, req readRequest) (readReply, error) {
 	p, err := h.pipeline(user, req.Pipeline, AccessRead)
 	if err != nil {
 		return readReply{}, remoteErr(err)
@@ -198,7 +214,7 @@ func (h *Hub) handleRead(ctx context.Context, req readRequest) (readReply, error
 		} else if res, err = h.log.Read(ctx, req.Pipeline, req.After, max, h.cfg.MaxReadBytes); err != nil {
 			return readReply{}, remoteErr(err)
 		}
-		if len(res.Records) > 0 || res.Gap != nil || wait <= 0 {
+		if len(res.Records) > 0 || res.Gap != nil || wait <= 0 || isClosed(h.ending) {
 			return readReplyOf(res), nil
 		}
 		select {
@@ -207,9 +223,18 @@ func (h *Hub) handleRead(ctx context.Context, req readRequest) (readReply, error
 			wait = 0
 		case <-ctx.Done():
 			return readReply{}, ctx.Err()
-		case <-h.quit:
+		case <-h.ending:
 			return readReplyOf(res), nil
 		}
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -47,8 +47,11 @@ type NodeConfig struct {
 	NoSync bool
 
 	// OnConnect and OnDisconnect, if set, are told when the node's
-	// connection to the hub opens and when it is lost (with the reason).
-	// They run on the node's goroutine and should return quickly.
+	// connection to the hub opens, and when it is lost or cannot be
+	// opened (with the reason: a lost connection, an unreachable hub, a
+	// refused key). OnDisconnect is told once per outage, not for every
+	// attempt; the node keeps trying until Close. They run on the node's
+	// goroutine and should return quickly.
 	OnConnect    func()
 	OnDisconnect func(err error)
 
@@ -98,6 +101,9 @@ type Node struct {
 	kick      chan struct{} // poked when a pipeline is added or listened to
 
 	outboxPut chan struct{} // poked when a packet is put (capacity 1)
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // OpenNode opens (or creates) a node's directory and starts connecting
@@ -293,17 +299,21 @@ func (n *Node) pipelineList() []*Pipeline {
 // Close disconnects from the hub, stops delivery (a listener call in
 // progress finishes first; the cursors are committed) and closes the
 // directory. Packets in the outbox stay there for the next OpenNode.
+// Closing again returns the first Close's result.
 func (n *Node) Close() error {
-	n.cancel()
-	err := n.cl.Close()
-	n.wg.Wait()
-	if serr := n.store.close(); err == nil {
-		err = serr
-	}
-	if errors.Is(err, bokbok.ErrClientClosed) {
-		err = nil
-	}
-	return err
+	n.closeOnce.Do(func() {
+		n.cancel()
+		err := n.cl.Close()
+		n.wg.Wait()
+		if serr := n.store.close(); err == nil {
+			err = serr
+		}
+		if errors.Is(err, bokbok.ErrClientClosed) {
+			err = nil
+		}
+		n.closeErr = err
+	})
+	return n.closeErr
 }
 
 // connectLoop keeps the node connected: it runs one session per
@@ -311,15 +321,21 @@ func (n *Node) Close() error {
 func (n *Node) connectLoop() {
 	defer n.wg.Done()
 	backoff := 100 * time.Millisecond
+	down := false // OnDisconnect was told, and no connection opened since
 	for {
-		conn, err := n.cl.Conn(n.ctx)
+		ctx, cancel := context.WithTimeout(n.ctx, connectReport)
+		conn, err := n.cl.Conn(ctx)
+		cancel()
 		if n.ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			n.log.Warn("pipes: connecting to the hub failed", "hub", n.cfg.Hub, "err", err)
-			if n.cfg.OnDisconnect != nil {
-				n.cfg.OnDisconnect(err)
+			if !down {
+				n.log.Warn("pipes: cannot reach the hub; retrying", "hub", n.cfg.Hub, "err", err)
+				if n.cfg.OnDisconnect != nil {
+					n.cfg.OnDisconnect(err)
+				}
+				down = true
 			}
 			select {
 			case <-time.After(backoff):
@@ -329,13 +345,19 @@ func (n *Node) connectLoop() {
 			backoff = min(backoff*2, 10*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff, down = 100*time.Millisecond, false
 		reason := n.runSession(conn)
 		if n.ctx.Err() != nil {
 			return
 		}
+		n.log.Info("pipes: disconnected from the hub", "hub", n.cfg.Hub, "err", reason)
 		if n.cfg.OnDisconnect != nil {
 			n.cfg.OnDisconnect(reason)
 		}
+		down = true
 	}
 }
+
+// connectReport is how long the node waits for a connection before it
+// reports the hub unreachable (it keeps trying).
+const connectReport = 5 * time.Second

@@ -25,6 +25,11 @@ type nodeStore struct {
 	maxBytes   int64
 	maxPackets int
 
+	// rmu is held across a removal's write and the update of the counts
+	// below, so that what oldest reads from the database and what outbox
+	// counts agree.
+	rmu sync.RWMutex
+
 	mu      sync.Mutex // guards next, bytes, packets and removed
 	next    uint64     // the next packet number
 	bytes   int64      // data in the outbox
@@ -212,6 +217,8 @@ func (s *nodeStore) pending(name string, max, maxBytes int) ([]wirePacket, error
 
 // remove deletes acknowledged (or refused) packets from the outbox.
 func (s *nodeStore) remove(name string, ns []uint64) error {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
 	var freed int64
 	var count int
 	err := s.w.write(func(tx *bolt.Tx) error {
@@ -254,6 +261,8 @@ func (s *nodeStore) outbox() (packets int, bytes int64, next uint64, removed <-c
 // oldest returns the smallest packet number waiting in any outbox, 0 if
 // none.
 func (s *nodeStore) oldest() (uint64, error) {
+	s.rmu.RLock()
+	defer s.rmu.RUnlock()
 	var oldest uint64
 	err := view(s.db, s.path, func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {

@@ -97,7 +97,10 @@ func (p *Pipeline) putTransient(ctx context.Context, data []byte) (PacketID, err
 			return PacketID{}, err
 		}
 		if _, ok := s.reply(p); !ok {
-			return PacketID{}, fmt.Errorf("pipes: %q: the hub refused the pipeline", p.name)
+			if err := s.refusal(p); err != nil {
+				return PacketID{}, err
+			}
+			return PacketID{}, fmt.Errorf("pipes: %q: %w", p.name, bokbok.ErrNotConnected)
 		}
 	}
 	id := PacketID{Node: p.n.store.id, N: transientN.Add(1)}

@@ -22,7 +22,7 @@ type session struct {
 
 	mu       sync.Mutex // guards the maps
 	opened   map[*Pipeline]openReply
-	refused  map[*Pipeline]bool
+	refused  map[*Pipeline]error
 	fetching map[*Pipeline]bool
 }
 
@@ -38,7 +38,7 @@ const readWait = 25 * time.Second
 // returns the reason.
 func (n *Node) runSession(conn *bokbok.Conn) error {
 	ctx, cancel := context.WithCancel(n.ctx)
-	s := &session{n: n, conn: conn, ctx: ctx, cancel: cancel, opened: map[*Pipeline]openReply{}, refused: map[*Pipeline]bool{}, fetching: map[*Pipeline]bool{}}
+	s := &session{n: n, conn: conn, ctx: ctx, cancel: cancel, opened: map[*Pipeline]openReply{}, refused: map[*Pipeline]error{}, fetching: map[*Pipeline]bool{}}
 	defer func() {
 		n.mu.Lock()
 		n.sess = nil
@@ -79,7 +79,7 @@ func (s *session) reconcile() error {
 	for _, p := range s.n.pipelineList() {
 		s.mu.Lock()
 		_, done := s.opened[p]
-		refused := s.refused[p]
+		refused := s.refused[p] != nil
 		s.mu.Unlock()
 		if !done && !refused {
 			if err := s.open(p); err != nil {
@@ -119,6 +119,7 @@ func (s *session) open(p *Pipeline) error {
 	s.mu.Lock()
 	s.opened[p] = reply
 	s.mu.Unlock()
+	s.n.poke(s.n.outboxPut) // its outbox may be waiting
 	return nil
 }
 
@@ -132,11 +133,18 @@ func refusal(err error) bool {
 func (s *session) refuse(p *Pipeline, err error) {
 	err = hubError(err)
 	s.mu.Lock()
-	s.refused[p] = true
+	s.refused[p] = err
 	delete(s.opened, p)
 	s.mu.Unlock()
 	s.n.log.Error("pipes: the hub refused a pipeline", "pipeline", p.name, "err", err)
 	p.reportError(err)
+}
+
+// refusal returns why the hub refused p in this session, or nil.
+func (s *session) refusal(p *Pipeline) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused[p]
 }
 
 func (s *session) reply(p *Pipeline) (openReply, bool) {
