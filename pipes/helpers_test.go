@@ -3,8 +3,8 @@ package pipes
 import (
 	"context"
 	"log/slog"
-	"os"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
