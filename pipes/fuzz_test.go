@@ -83,7 +83,7 @@ func FuzzHubRequests(f *testing.F) {
 		case 2:
 			var req readRequest
 			if msgpack.Unmarshal(body, &req) == nil {
-				reply, err := fuzzHub.serveRead(ctx, t, "fuzz", req)
+				reply, err := fuzzHub.serveRead(ctx, t, nil, "fuzz", req)
 				if err == nil && len(reply.Packets) > fuzzHub.cfg.MaxBatch {
 					t.Fatalf("read returned %d packets, limit %d", len(reply.Packets), fuzzHub.cfg.MaxBatch)
 				}

@@ -51,7 +51,7 @@ func (h *Hub) handlePut(ctx context.Context, req putRequest) (putReply, error) {
 
 func (h *Hub) handleRead(ctx context.Context, req readRequest) (readReply, error) {
 	c, user := caller(ctx)
-	return h.serveRead(ctx, c, user, req)
+	return h.serveRead(ctx, c, c.Draining(), user, req)
 }
 
 // serveOpen answers pipes.open for an authenticated user.
@@ -178,8 +178,10 @@ func (h *Hub) servePut(ctx context.Context, user string, req putRequest) (putRep
 }
 
 // serveRead answers pipes.read for an authenticated user on connection
-// c (the key of the per-connection count of reads).
-func (h *Hub) serveRead(ctx context.Context, c any, user string, req readRequest) (readReply, error) {
+// c (the key of the per-connection count of reads); a read waiting for
+// packets returns empty when drain closes (the connection is shutting
+// down) or the hub begins to.
+func (h *Hub) serveRead(ctx context.Context, c any, drain <-chan struct{}, user string, req readRequest) (readReply, error) {
 	p, err := h.pipeline(user, req.Pipeline, AccessRead)
 	if err != nil {
 		return readReply{}, remoteErr(err)
@@ -224,6 +226,8 @@ func (h *Hub) serveRead(ctx context.Context, c any, user string, req readRequest
 		case <-ctx.Done():
 			return readReply{}, ctx.Err()
 		case <-h.ending:
+			return readReplyOf(res), nil
+		case <-drain:
 			return readReplyOf(res), nil
 		}
 	}

@@ -46,6 +46,8 @@ func (n *Node) runSession(conn *bokbok.Conn) error {
 		cancel()
 		s.wg.Wait()
 	}()
+	s.wg.Add(1)
+	go s.sendLoop() // sends each pipeline's outbox once it is opened
 	if err := s.reconcile(); err != nil {
 		return err
 	}
@@ -56,8 +58,6 @@ func (n *Node) runSession(conn *bokbok.Conn) error {
 	if n.cfg.OnConnect != nil {
 		n.cfg.OnConnect()
 	}
-	s.wg.Add(1)
-	go s.sendLoop()
 	for {
 		select {
 		case <-n.kick:
