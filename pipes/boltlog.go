@@ -207,7 +207,7 @@ func senderKey(s Sender) []byte {
 func (l *boltLog) Append(ctx context.Context, pipeline string, from Sender, entries []Entry) ([]Ack, error) {
 	for i := 1; i < len(entries); i++ {
 		if entries[i].N <= entries[i-1].N {
-			return nil, fmt.Errorf("%w: packet numbers must increase", ErrBadName)
+			return nil, fmt.Errorf("%w: packet numbers must increase", ErrBadRequest)
 		}
 	}
 	var acks []Ack
@@ -256,10 +256,13 @@ func (l *boltLog) Append(ctx context.Context, pipeline string, from Sender, entr
 		}
 		if !known {
 			if m.Senders >= l.cfg.MaxSenders {
-				if err := forgetOldestSender(sendB); err != nil {
+				forgot, err := forgetOldestSender(sendB)
+				if err != nil {
 					return err
 				}
-				m.Senders--
+				if forgot {
+					m.Senders--
+				}
 			}
 			m.Senders++
 		}
@@ -281,7 +284,7 @@ func (l *boltLog) Append(ctx context.Context, pipeline string, from Sender, entr
 }
 
 // forgetOldestSender removes the sender that appended least recently.
-func forgetOldestSender(b *bolt.Bucket) error {
+func forgetOldestSender(b *bolt.Bucket) (bool, error) {
 	var oldest []byte
 	var oldestAt uint64
 	c := b.Cursor()
@@ -294,9 +297,9 @@ func forgetOldestSender(b *bolt.Bucket) error {
 		}
 	}
 	if oldest == nil {
-		return nil
+		return false, nil
 	}
-	return b.Delete(oldest)
+	return true, b.Delete(oldest)
 }
 
 // retain removes the oldest records while the log is over its bounds:

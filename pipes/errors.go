@@ -14,8 +14,8 @@ const (
 	CodeKindMismatch    = "pipes.kind"      // the pipeline exists with the other kind
 	CodeForbidden       = "pipes.forbidden" // the user may not do this on this pipeline
 	CodeTooLarge        = "pipes.too_large" // a packet is larger than the hub accepts
-	CodeLimit           = "pipes.limit"     // a hub limit was reached (pipelines, reads, senders)
-	CodeBadRequest      = "pipes.bad"       // a malformed request (name, order of numbers)
+	CodeLimit           = "pipes.limit"     // a hub limit was reached (pipelines, reads, transient memory)
+	CodeBadRequest      = "pipes.bad"       // a malformed request (name, node ID, batch, order of numbers)
 	CodeStorage         = "pipes.storage"   // the hub could not read or write its log
 	CodeFull            = "pipes.full"      // the hub's storage is full
 )
@@ -28,7 +28,8 @@ var (
 	ErrForbidden       = errors.New("pipes: forbidden")
 	ErrTooLarge        = errors.New("pipes: packet too large")
 	ErrLimit           = errors.New("pipes: limit reached")
-	ErrBadName         = errors.New("pipes: bad pipeline name")
+	ErrBadRequest      = errors.New("pipes: bad request")
+	ErrBadName         = fmt.Errorf("%w: bad pipeline name", ErrBadRequest)
 	ErrStorage         = errors.New("pipes: storage failed")
 	ErrFull            = errors.New("pipes: storage full")
 	ErrOutboxFull      = errors.New("pipes: outbox full")
@@ -48,7 +49,7 @@ var codes = []struct {
 	{CodeForbidden, ErrForbidden},
 	{CodeTooLarge, ErrTooLarge},
 	{CodeLimit, ErrLimit},
-	{CodeBadRequest, ErrBadName},
+	{CodeBadRequest, ErrBadRequest},
 	{CodeFull, ErrFull},
 	{CodeStorage, ErrStorage},
 }

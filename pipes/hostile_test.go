@@ -47,20 +47,20 @@ func TestHubRefusesBadRequests(t *testing.T) {
 		req    any
 		want   error
 	}{
-		{"empty name", methodOpen, openRequest{Name: "", Create: true}, ErrBadName},
-		{"long name", methodOpen, openRequest{Name: strings.Repeat("n", MaxNameLen+1), Create: true}, ErrBadName},
-		{"control character", methodOpen, openRequest{Name: "a\x00b", Create: true}, ErrBadName},
-		{"not UTF-8", methodOpen, openRequest{Name: "a\xffb", Create: true}, ErrBadName},
+		{"empty name", methodOpen, openRequest{Name: "", Create: true}, ErrBadRequest},
+		{"long name", methodOpen, openRequest{Name: strings.Repeat("n", MaxNameLen+1), Create: true}, ErrBadRequest},
+		{"control character", methodOpen, openRequest{Name: "a\x00b", Create: true}, ErrBadRequest},
+		{"not UTF-8", methodOpen, openRequest{Name: "a\xffb", Create: true}, ErrBadRequest},
 		{"unknown, no create", methodOpen, openRequest{Name: "NOPE"}, ErrUnknownPipeline},
 		{"other kind", methodOpen, openRequest{Name: "P", Create: true}, ErrKindMismatch},
 		{"too many pipelines", methodOpen, openRequest{Name: "Q", Create: true}, nil},
 		{"beyond the limit", methodOpen, openRequest{Name: "R", Create: true}, ErrLimit},
 		{"put unknown pipeline", methodPut, putRequest{Pipeline: "NOPE", Node: node, Packets: pk(1)}, ErrUnknownPipeline},
-		{"put short node", methodPut, putRequest{Pipeline: "P", Node: node[:3], Packets: pk(1)}, ErrBadName},
-		{"put nothing", methodPut, putRequest{Pipeline: "P", Node: node}, ErrBadName},
-		{"put too many", methodPut, putRequest{Pipeline: "P", Node: node, Packets: pk(1, 2, 3, 4, 5)}, ErrBadName},
-		{"put decreasing", methodPut, putRequest{Pipeline: "P", Node: node, Packets: pk(2, 1)}, ErrBadName},
-		{"put repeated", methodPut, putRequest{Pipeline: "P", Node: node, Packets: pk(2, 2)}, ErrBadName},
+		{"put short node", methodPut, putRequest{Pipeline: "P", Node: node[:3], Packets: pk(1)}, ErrBadRequest},
+		{"put nothing", methodPut, putRequest{Pipeline: "P", Node: node}, ErrBadRequest},
+		{"put too many", methodPut, putRequest{Pipeline: "P", Node: node, Packets: pk(1, 2, 3, 4, 5)}, ErrBadRequest},
+		{"put decreasing", methodPut, putRequest{Pipeline: "P", Node: node, Packets: pk(2, 1)}, ErrBadRequest},
+		{"put repeated", methodPut, putRequest{Pipeline: "P", Node: node, Packets: pk(2, 2)}, ErrBadRequest},
 		{"put too large", methodPut, putRequest{Pipeline: "P", Node: node, Packets: []wirePacket{{N: 1, Data: make([]byte, 1025)}}}, ErrTooLarge},
 		{"transient too large", methodPut, putRequest{Pipeline: "T", Node: node, Packets: []wirePacket{{N: 1, Data: make([]byte, 1025)}}}, ErrTooLarge},
 		{"read unknown", methodRead, readRequest{Pipeline: "NOPE"}, ErrUnknownPipeline},
@@ -256,4 +256,17 @@ func TestNodeRefusesOversizedPacketLocally(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, n.Flush(ctx))
 	_ = context.Background
+}
+
+// Keys a hub does not know are ignored, so that newer nodes may add some.
+func TestHubIgnoresUnknownKeys(t *testing.T) {
+	keys := newTestKeys("alice")
+	hub := startHub(t, HubConfig{UserKeys: keys.UserKeys})
+	c := rawNode(t, keys, "alice", hub.addr)
+	ctx := testCtx(t, 10*time.Second)
+	var open openReply
+	req := map[string]any{"name": "P", "persistent": true, "create": true, "colour": "blue"}
+	require.NoError(t, c.Invoke(ctx, methodOpen, req, &open))
+	assert.Equal(t, "P", open.Name)
+	assert.True(t, open.Persistent)
 }

@@ -50,6 +50,11 @@ type HubConfig struct {
 	// Retention bounds the persistent pipelines' logs of Dir's log.
 	Retention Retention
 
+	// MaxSenders bounds the senders Dir's log remembers per pipeline to
+	// drop duplicates; see BoltLogConfig.MaxSenders. Default
+	// DefaultMaxSenders.
+	MaxSenders int
+
 	// MaxSize, if positive, bounds Dir's database file; a put that would
 	// grow it further fails with an error matching ErrFull and the node
 	// keeps the packets to send again.
@@ -156,6 +161,7 @@ type Hub struct {
 	mu        sync.Mutex // guards pipelines and reads
 	pipelines map[string]*hubPipeline
 	reads     map[any]int // reads in progress per connection
+	creating  int         // pipelines being created
 
 	transientBytes atomic.Int64
 	quit           chan struct{}
@@ -200,7 +206,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		if err != nil {
 			return nil, err
 		}
-		l, err := OpenBoltLog(BoltLogConfig{Path: path, Retention: cfg.Retention, MaxSize: cfg.MaxSize, NoSync: cfg.NoSync})
+		l, err := OpenBoltLog(BoltLogConfig{Path: path, Retention: cfg.Retention, MaxSenders: cfg.MaxSenders, MaxSize: cfg.MaxSize, NoSync: cfg.NoSync})
 		if err != nil {
 			return nil, err
 		}

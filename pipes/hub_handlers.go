@@ -13,10 +13,23 @@ import (
 // mux routes the hub's methods.
 func (h *Hub) mux() *bokbok.Mux {
 	m := bokbok.NewMux()
-	bokbok.Handle(m, methodOpen, h.handleOpen)
-	bokbok.Handle(m, methodPut, h.handlePut)
-	bokbok.Handle(m, methodRead, h.handleRead)
+	handle(m, methodOpen, h.handleOpen)
+	handle(m, methodPut, h.handlePut)
+	handle(m, methodRead, h.handleRead)
 	return m
+}
+
+// handle registers f for method, decoding requests leniently: keys a
+// request has and Req does not are ignored (PROTOCOL.md §21.3), so that
+// newer nodes may add fields.
+func handle[Req, Reply any](m *bokbok.Mux, method string, f func(context.Context, Req) (Reply, error)) {
+	m.HandleFunc(method, func(ctx context.Context, r *bokbok.Request) (any, error) {
+		var req Req
+		if err := r.Decode(&req); err != nil {
+			return nil, bokbok.Errorf(bokbok.CodeBadRequest, "%s: request: %v", method, err)
+		}
+		return f(ctx, req)
+	})
 }
 
 // caller returns the connection and authenticated user of a request.
@@ -81,7 +94,6 @@ func (h *Hub) open(ctx context.Context, user string, req openRequest) (*hubPipel
 	}
 	h.mu.Lock()
 	p := h.pipelines[req.Name]
-	full := len(h.pipelines) >= h.cfg.MaxPipelines
 	h.mu.Unlock()
 	if p == nil {
 		if !req.Create {
@@ -90,10 +102,19 @@ func (h *Hub) open(ctx context.Context, user string, req openRequest) (*hubPipel
 		if err := h.authorize(user, req.Name, AccessCreate); err != nil {
 			return nil, err
 		}
-		if full {
+		// Reserve the pipeline's place before creating it, so that
+		// concurrent creations cannot pass MaxPipelines together.
+		h.mu.Lock()
+		if len(h.pipelines)+h.creating >= h.cfg.MaxPipelines {
+			h.mu.Unlock()
 			return nil, fmt.Errorf("%w: the hub holds %d pipelines", ErrLimit, h.cfg.MaxPipelines)
 		}
+		h.creating++
+		h.mu.Unlock()
 		in, err := h.log.Create(ctx, req.Name, req.Persistent)
+		h.mu.Lock()
+		h.creating--
+		h.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
@@ -139,10 +160,10 @@ func (h *Hub) servePut(ctx context.Context, user string, req putRequest) (putRep
 		return putReply{}, remoteErr(err)
 	}
 	if len(req.Node) != len(NodeID{}) {
-		return putReply{}, bokbok.Errorf(CodeBadRequest, "node must be %d bytes", len(NodeID{}))
+		return putReply{}, bokbok.Errorf(CodeBadRequest, "bad request: node must be %d bytes", len(NodeID{}))
 	}
 	if len(req.Packets) == 0 || len(req.Packets) > h.cfg.MaxBatch {
-		return putReply{}, bokbok.Errorf(CodeBadRequest, "a put carries 1 to %d packets", h.cfg.MaxBatch)
+		return putReply{}, bokbok.Errorf(CodeBadRequest, "bad request: a put carries 1 to %d packets", h.cfg.MaxBatch)
 	}
 	entries := make([]Entry, len(req.Packets))
 	for i, pk := range req.Packets {
@@ -150,7 +171,7 @@ func (h *Hub) servePut(ctx context.Context, user string, req putRequest) (putRep
 			return putReply{}, bokbok.Errorf(CodeTooLarge, "packet of %d bytes; the hub accepts %d", len(pk.Data), h.cfg.MaxPacketSize)
 		}
 		if i > 0 && pk.N <= req.Packets[i-1].N {
-			return putReply{}, bokbok.Errorf(CodeBadRequest, "packet numbers must increase")
+			return putReply{}, bokbok.Errorf(CodeBadRequest, "bad request: packet numbers must increase")
 		}
 		entries[i] = Entry{N: pk.N, Data: pk.Data}
 	}

@@ -272,6 +272,7 @@ func (n *Node) addPipeline(name string, persistent bool) (*Pipeline, error) {
 			return nil, err
 		}
 		copy(p.epoch[:], c.Epoch)
+		p.epochStored = len(c.Epoch) == len(p.epoch)
 		p.delivered, p.fetched = c.Seq, c.Seq
 	}
 	n.pipelines[name] = p

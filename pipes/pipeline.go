@@ -19,17 +19,18 @@ type Pipeline struct {
 
 	batches chan batch // fetched, waiting for the deliverer (capacity 1)
 
-	mu         sync.Mutex // guards the fields below
-	configured bool
-	onGap      func(Gap)
-	onError    func(error)
-	listeners  []*listener
-	delivering bool          // the deliverer goroutine runs
-	listenKick chan struct{} // poked when listeners are added (capacity 1)
-	epoch      [16]byte      // the hub log's epoch the cursor belongs to
-	delivered  uint64        // last Seq given to the listeners (persistent: the cursor)
-	fetched    uint64        // last Seq queued for the deliverer
-	maxPacket  int           // the hub's limit, once known
+	mu          sync.Mutex // guards the fields below
+	configured  bool
+	onGap       func(Gap)
+	onError     func(error)
+	listeners   []*listener
+	delivering  bool          // the deliverer goroutine runs
+	listenKick  chan struct{} // poked when listeners are added (capacity 1)
+	epoch       [16]byte      // the hub log's epoch the cursor belongs to
+	delivered   uint64        // last Seq given to the listeners (persistent: the cursor)
+	fetched     uint64        // last Seq queued for the deliverer
+	maxPacket   int           // the hub's limit, once known
+	epochStored bool          // the cursor on disk names epoch
 }
 
 // batch is what one read returned.
@@ -192,23 +193,28 @@ func (p *Pipeline) hubOpened(s *session, r openReply) error {
 		gap = &Gap{Pipeline: p.name, From: r.Last + 1, To: p.fetched, Reason: GapReset}
 		p.delivered, p.fetched = min(p.delivered, r.Last), r.Last
 	}
-	cur := cursorValue{Epoch: p.epoch[:], Seq: p.delivered}
+	first := p.persistent && !p.epochStored
+	p.epochStored = true
+	cur := cursorValue{Epoch: append([]byte(nil), p.epoch[:]...), Seq: p.delivered}
 	p.mu.Unlock()
 	if !p.persistent {
 		return nil
 	}
-	if err := p.n.store.setCursor(p.name, cur); err != nil {
-		return err
-	}
-	if gap != nil {
-		p.n.log.Warn("pipes: the hub's log no longer matches this node's cursor", "pipeline", p.name, "from", gap.From, "to", gap.To)
-		if p.listening() {
-			p.queue(s.ctx, batch{epoch: epoch, gap: gap})
-		} else {
-			p.callGap(*gap)
+	if gap == nil {
+		if first { // record which log the cursor belongs to
+			return p.n.store.setCursor(p.name, cur)
 		}
+		return nil
 	}
-	return nil
+	// The new cursor is committed only once the gap has been reported,
+	// so that a crash in between reports it again rather than never.
+	p.n.log.Warn("pipes: the hub's log no longer matches this node's cursor", "pipeline", p.name, "from", gap.From, "to", gap.To)
+	if p.listening() {
+		p.queue(s.ctx, batch{epoch: epoch, gap: gap}) // the deliverer reports it, then commits
+		return nil
+	}
+	p.callGap(*gap)
+	return p.n.store.setCursor(p.name, cur)
 }
 
 // fetchPosition returns where the next read starts.
@@ -264,10 +270,11 @@ func (p *Pipeline) deliverLoop() {
 		case <-p.n.done():
 			return
 		}
+		delivered := false
 		if b.gap != nil {
 			p.callGap(*b.gap)
+			delivered = true // commit the cursor the gap moved
 		}
-		delivered := false
 		for _, sp := range b.packets {
 			if p.n.ctx.Err() != nil {
 				break
@@ -286,7 +293,9 @@ func (p *Pipeline) deliverLoop() {
 				}
 			}
 			p.mu.Lock()
-			p.delivered = sp.Seq
+			if !p.persistent || b.epoch == p.epoch {
+				p.delivered = sp.Seq
+			}
 			p.mu.Unlock()
 			delivered = true
 		}

@@ -112,7 +112,7 @@ func TestLogDropsDuplicatesPerSender(t *testing.T) {
 	assert.False(t, acks[0].Dup, "forgotten sender")
 
 	_, err = l.Append(ctx, "P", a, []Entry{{N: 9}, {N: 8}})
-	require.ErrorIs(t, err, ErrBadName)
+	require.ErrorIs(t, err, ErrBadRequest)
 	_, err = l.Append(ctx, "NOPE", a, []Entry{{N: 1}})
 	require.ErrorIs(t, err, ErrUnknownPipeline)
 }

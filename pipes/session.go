@@ -106,12 +106,16 @@ func (s *session) reconcile() error {
 func (s *session) open(p *Pipeline) error {
 	var reply openReply
 	err := s.conn.Invoke(s.ctx, methodOpen, openRequest{Name: p.name, Persistent: p.persistent, Create: true}, &reply)
-	if err != nil {
-		if refusal(err) {
-			s.refuse(p, err)
-			return nil
-		}
+	switch s.classify(err) {
+	case outcomeOver:
 		return err
+	case outcomeRetry, outcomeTooLarge:
+		// Try again shortly; the pipeline stays unopened meanwhile.
+		time.AfterFunc(time.Second, func() { s.n.poke(s.n.kick) })
+		return nil
+	case outcomeRefused:
+		s.refuse(p, err)
+		return nil
 	}
 	if err := p.hubOpened(s, reply); err != nil {
 		return err
@@ -121,13 +125,6 @@ func (s *session) open(p *Pipeline) error {
 	s.mu.Unlock()
 	s.n.poke(s.n.outboxPut) // its outbox may be waiting
 	return nil
-}
-
-// refusal reports whether err is the hub's answer about one request,
-// rather than a failure of the connection.
-func refusal(err error) bool {
-	var re *bokbok.RemoteError
-	return errors.As(err, &re) && !errors.Is(err, bokbok.ErrBusy)
 }
 
 func (s *session) refuse(p *Pipeline, err error) {
@@ -160,6 +157,7 @@ func (s *session) reply(p *Pipeline) (openReply, bool) {
 func (s *session) sendLoop() {
 	defer s.wg.Done()
 	backoff := time.Duration(0)
+	single := map[*Pipeline]bool{} // pipelines sent one packet per put after a too-large batch
 	for {
 		progress := false
 		for _, p := range s.n.pipelineList() {
@@ -170,21 +168,21 @@ func (s *session) sendLoop() {
 			if !ok {
 				continue
 			}
-			sent, err := s.sendBatch(p, r)
-			if err != nil {
-				switch {
-				case !refusal(err):
-					return // the connection is gone; the next session sends
-				case errors.Is(hubError(err), ErrStorage), errors.Is(hubError(err), ErrLimit):
-					s.n.log.Warn("pipes: the hub could not take packets; retrying", "pipeline", p.name, "err", hubError(err))
-					backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
-				default:
-					s.refuse(p, err)
+			sent, err := s.sendBatch(p, r, single[p])
+			switch s.classify(err) {
+			case outcomeOK:
+				if sent {
+					progress, backoff = true, 0
 				}
-				continue
-			}
-			if sent {
-				progress, backoff = true, 0
+			case outcomeOver:
+				return // the next session sends
+			case outcomeRetry:
+				s.n.log.Warn("pipes: the hub could not take packets now; retrying", "pipeline", p.name, "err", hubError(err))
+				backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
+			case outcomeTooLarge:
+				single[p] = true // then the one packet the hub refuses is known
+			case outcomeRefused:
+				s.refuse(p, err)
 			}
 		}
 		if progress {
@@ -203,13 +201,48 @@ func (s *session) sendLoop() {
 	}
 }
 
+// outcome is what a session does about the result of a call to the hub.
+type outcome int
+
+const (
+	outcomeOK       outcome = iota
+	outcomeOver             // the connection is gone or going: the session ends
+	outcomeRetry            // busy, storage trouble, a limit: try again later
+	outcomeTooLarge         // the hub refuses a packet's size
+	outcomeRefused          // the hub refuses the pipeline, until the next connection
+)
+
+func (s *session) classify(err error) outcome {
+	if err == nil {
+		return outcomeOK
+	}
+	if s.ctx.Err() != nil || s.conn.Err() != nil {
+		return outcomeOver
+	}
+	var re *bokbok.RemoteError
+	if !errors.As(err, &re) {
+		return outcomeRetry // not sent (the connection is draining), or a local failure
+	}
+	he := hubError(err)
+	switch {
+	case errors.Is(err, bokbok.ErrBusy), errors.Is(he, ErrStorage), errors.Is(he, ErrLimit):
+		return outcomeRetry
+	case errors.Is(he, ErrTooLarge), errors.Is(err, bokbok.ErrMessageTooLarge):
+		return outcomeTooLarge
+	}
+	return outcomeRefused
+}
+
 // sendBatch sends the first packets of p's outbox and removes those the
 // hub acknowledged. Packets larger than the hub accepts are refused here.
-func (s *session) sendBatch(p *Pipeline, r openReply) (bool, error) {
+func (s *session) sendBatch(p *Pipeline, r openReply, single bool) (bool, error) {
 	n := s.n
 	max := n.cfg.MaxBatch
 	if r.MaxBatch > 0 && r.MaxBatch < max {
 		max = r.MaxBatch
+	}
+	if single {
+		max = 1
 	}
 	batch, err := n.store.pending(p.name, max, putBatchBytes)
 	if err != nil || len(batch) == 0 {
@@ -232,6 +265,10 @@ func (s *session) sendBatch(p *Pipeline, r openReply) (bool, error) {
 	var reply putReply
 	id := n.store.id
 	if err := s.conn.Invoke(s.ctx, methodPut, putRequest{Pipeline: p.name, Node: id[:], Packets: keep}, &reply); err != nil {
+		if len(keep) == 1 && s.classify(err) == outcomeTooLarge {
+			n.refusePacket(p, keep[0], hubError(err))
+			return true, nil
+		}
 		return false, err
 	}
 	if len(reply.Acks) != len(keep) {
@@ -277,20 +314,18 @@ func (s *session) fetch(p *Pipeline) {
 		epoch, after := p.fetchPosition()
 		var reply readReply
 		err := s.conn.Invoke(s.ctx, methodRead, readRequest{Pipeline: p.name, After: after, Max: s.n.cfg.MaxBatch, WaitMillis: readWait.Milliseconds()}, &reply)
-		if err != nil {
-			if s.ctx.Err() != nil || s.conn.Err() != nil {
-				return
-			}
-			if refusal(err) && !errors.Is(hubError(err), ErrLimit) {
-				s.refuse(p, err)
-				return
-			}
-			// Busy, or too many reads: try again shortly.
+		switch s.classify(err) {
+		case outcomeOver:
+			return
+		case outcomeRetry, outcomeTooLarge:
 			select {
 			case <-time.After(time.Second):
 			case <-s.ctx.Done():
 			}
 			continue
+		case outcomeRefused:
+			s.refuse(p, err)
+			return
 		}
 		b := batch{epoch: epoch, packets: reply.Packets}
 		if reply.Gap != nil {

@@ -157,3 +157,38 @@ func TestCorruptHubDatabaseIsAStorageError(t *testing.T) {
 		require.ErrorIs(t, err, ErrStorage)
 	})
 }
+
+// A hub that comes back with a new, empty log (its data lost): the node
+// reports that its cursor no longer applies, then delivers the new log
+// from its first packet.
+func TestHubLogCreatedAnewIsAResetGap(t *testing.T) {
+	keys := newTestKeys("alice")
+	ctx := testCtx(t, 60*time.Second)
+	hub := startHub(t, HubConfig{UserKeys: keys.UserKeys})
+	c := newCollector()
+	n := openNode(t, keys, "alice", hub.addr, "")
+	p, err := n.Pipeline("CHAT", &PipelineOptions{Persistent: true, OnGap: c.gap})
+	require.NoError(t, err)
+	p.Listen(c.listen)
+	for range 5 {
+		_, err := p.Put(ctx, []byte("old"))
+		require.NoError(t, err)
+	}
+	c.waitFor(t, ctx, 5)
+
+	addr := hub.addr
+	hub.stop()
+	startHubOn(t, HubConfig{UserKeys: keys.UserKeys, Dir: t.TempDir()}, listenAgain(t, addr))
+	_, err = p.Put(ctx, []byte("new"))
+	require.NoError(t, err)
+	got := c.waitFor(t, ctx, 6)
+	assert.Equal(t, []Gap{{Pipeline: "CHAT", From: 1, To: 5, Reason: GapReset}}, c.gapList())
+	assert.Equal(t, uint64(1), got[5].Seq)
+	assert.Equal(t, "new", string(got[5].Data))
+	cur, err := n.store.cursor("CHAT")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		cur, err = n.store.cursor("CHAT")
+		return err == nil && cur.Seq == 1
+	}, 10*time.Second, 10*time.Millisecond, "the cursor moves to the new log")
+}

@@ -1,6 +1,7 @@
 package pipes
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -8,10 +9,10 @@ import (
 
 // ring holds the latest packets of a transient pipeline, so that a node
 // between two reads does not miss what was put meanwhile. It holds at
-// most window packets and windowBytes of data, and all rings of a hub
-// together at most the hub's TransientMemory; a put that finds the hub's
-// budget spent with nothing of its own pipeline left to drop is refused
-// with ErrLimit.
+// most window packets and windowBytes of data (but always the last one
+// put), and all rings of a hub together at most the hub's TransientMemory:
+// a put that does not fit even after dropping all of its own pipeline's
+// older packets is refused with ErrLimit.
 type ring struct {
 	mu          sync.Mutex // guards the fields below
 	recs        []storedPacket
@@ -27,28 +28,34 @@ func newRing(window, windowBytes int, budget *atomic.Int64, maxBudget int64) *ri
 	return &ring{window: window, windowBytes: windowBytes, budget: budget, maxBudget: maxBudget}
 }
 
-// put appends the packets, giving each the next Seq and the time now.
+// put appends the packets, giving each the next Seq and the time now:
+// all of them, dropping the ring's oldest to make room, or none (ErrLimit)
+// if the hub's budget cannot hold them even then.
 func (r *ring) put(sender Sender, entries []Entry) ([]Ack, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var need int64
+	for _, e := range entries {
+		need += int64(len(e.Data))
+	}
+	for len(r.recs) > 0 && (len(r.recs)+len(entries) > r.window || int64(r.bytes)+need > int64(r.windowBytes) || r.budget.Load()+need > r.maxBudget) {
+		r.dropOldest()
+	}
+	if r.budget.Load()+need > r.maxBudget {
+		return nil, fmt.Errorf("%w: the hub holds %d bytes of transient packets", ErrLimit, r.maxBudget)
+	}
 	acks := make([]Ack, 0, len(entries))
 	now := time.Now()
 	for _, e := range entries {
-		need := int64(len(e.Data))
-		for len(r.recs) > 0 && (len(r.recs)+1 > r.window || r.bytes+len(e.Data) > r.windowBytes || r.budget.Load()+need > r.maxBudget) {
-			r.dropOldest()
-		}
-		if r.budget.Load()+need > r.maxBudget {
-			if len(acks) == 0 {
-				return nil, ErrLimit
-			}
-			break // the acknowledged ones are in; the sender retries the rest
-		}
 		r.last++
 		r.recs = append(r.recs, storedPacket{Seq: r.last, Time: now.UnixNano(), Sender: sender.User, Node: append([]byte(nil), sender.Node[:]...), N: e.N, Data: e.Data})
 		r.bytes += len(e.Data)
-		r.budget.Add(need)
+		r.budget.Add(int64(len(e.Data)))
 		acks = append(acks, Ack{Seq: r.last, Time: now})
+	}
+	// A batch larger than the window keeps only its newest.
+	for len(r.recs) > r.window || r.bytes > r.windowBytes && len(r.recs) > 1 {
+		r.dropOldest()
 	}
 	return acks, nil
 }

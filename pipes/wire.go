@@ -1,8 +1,8 @@
 package pipes
 
-// The hub's methods and their messages (PROTOCOL.md, "Pipelines"). Every
-// message is a MessagePack map keyed by the field names in the tags;
-// a receiver ignores keys it does not know.
+// The hub's methods and their messages (PROTOCOL.md §21). Every message
+// is a MessagePack map keyed by the field names in the tags; a receiver
+// ignores keys it does not know.
 const (
 	methodOpen = "pipes.open"
 	methodPut  = "pipes.put"
@@ -82,9 +82,3 @@ type storedPacket struct {
 	N      uint64 `msgpack:"n"`
 	Data   []byte `msgpack:"data"`
 }
-
-// size is the bytes a packet counts for in the hub's limits: its data
-// and a fixed overhead for the rest.
-func (p *storedPacket) size() int { return len(p.Data) + len(p.Sender) + packetOverhead }
-
-const packetOverhead = 64
