@@ -9,6 +9,10 @@
 //	                                    --method NAME and --meta KEY=VALUE
 //	bokbok ping ADDR [flags]            measure round trips
 //	bokbok load ADDR [flags]            run concurrent callers, report rates
+//	bokbok pipes hub --listen ADDR --keys FILE --data DIR [flags]
+//	                                    run a hub of persistent pipelines
+//	                                    (package pipes), reloading FILE on
+//	                                    SIGHUP
 //
 // Run "bokbok help COMMAND" or "bokbok COMMAND --help" for a command's
 // flags. Install with
@@ -54,6 +58,7 @@ func commands() []command {
 		{"call", "send one request given as JSON and print the reply as JSON", runCall},
 		{"ping", "measure round trips to a bokbok peer", runPing},
 		{"load", "run concurrent callers and report calls/s and latency", runLoad},
+		{"pipes", "persistent pipelines: \"bokbok pipes hub\" runs a hub for their nodes", runPipes},
 		{"version", "print the version of bokbok and of its protocol", runVersion},
 	}
 }
@@ -77,7 +82,7 @@ func run(ctx context.Context, e *env, args []string) int {
 	}
 	name, rest := args[0], args[1:]
 	if name == "help" {
-		name, rest = args[1], []string{"--help"}
+		name, rest = args[1], append(args[2:len(args):len(args)], "--help") // "help pipes hub" too
 	}
 	for _, c := range commands() {
 		if c.name == name {
@@ -97,5 +102,6 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, `Run "bokbok COMMAND --help" for a command's arguments and flags.`)
+	fmt.Fprintln(w, `Run "bokbok COMMAND --help" for a command's arguments and flags`)
+	fmt.Fprintln(w, `("bokbok pipes hub --help" for the hub's).`)
 }

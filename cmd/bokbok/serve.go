@@ -119,11 +119,8 @@ func runServe(ctx context.Context, e *env, args []string) int {
 
 	var users *bokbok.KeysFile
 	if *keysFile != "" {
-		var err error
-		if users, err = bokbok.OpenKeysFile(*keysFile); err != nil {
-			for _, line := range strings.Split(keysFileError(err), "\n") {
-				fmt.Fprintf(e.stderr, "bokbok serve: %s\n", line)
-			}
+		var ok bool
+		if users, ok = openKeys(e, "serve", *keysFile, noUsersInsecure); !ok {
 			return exitUsage
 		}
 	}
@@ -137,8 +134,7 @@ func runServe(ctx context.Context, e *env, args []string) int {
 	// repeat what this command logs.
 	libLog := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if users != nil {
-		warnIfExposed(log, users)
-		stopReload := reloadOnHangup(log, users)
+		stopReload := watchKeys(log, users, noUsersInsecure)
 		defer stopReload()
 	}
 
