@@ -30,11 +30,15 @@
 //   - After the node's process crashes, the packets of the last batch being
 //     delivered (at most NodeConfig.MaxBatch, 256 by default) may be given
 //     again, with the same ID and Seq; nothing is skipped. A listener that
-//     must never see a packet twice keeps the last Seq it handled.
+//     must never see a packet twice keeps the last Seq it handled. (The
+//     exception: a hub whose log was lost and created anew, or restored
+//     from an older copy, starts its Seqs again; the node reports that as
+//     a Gap with reason GapReset before it delivers the new packets.)
 //   - Packets the hub's retention removed before the node caught up are
 //     never silently skipped: the pipeline's OnGap is called with the
 //     range of sequence numbers the node will not see.
 //
-// The wire protocol of the hub is specified in PROTOCOL.md, section
-// "Pipelines".
+// The hub's wire protocol, its limits and the duties of a node are
+// specified in PROTOCOL.md §21, for nodes and hubs written in other
+// languages.
 package pipes
