@@ -104,7 +104,7 @@ func FuzzHubRequests(f *testing.F) {
 			var reply openReply
 			if msgpack.Unmarshal(body, &reply) == nil {
 				p := newPipeline(fuzzNode, "F", true)
-				p.hubOpened(&session{n: fuzzNode, ctx: ctx}, reply)
+				p.hubOpened(reply)
 			}
 		}
 	})

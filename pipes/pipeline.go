@@ -27,15 +27,19 @@ type Pipeline struct {
 	delivering  bool          // the deliverer goroutine runs
 	listenKick  chan struct{} // poked when listeners are added (capacity 1)
 	epoch       [16]byte      // the hub log's epoch the cursor belongs to
+	gen         uint64        // incremented by every reset of the fetch position
+	pendingGap  *Gap          // a reset gap the deliverer has yet to report
+	gapKick     chan struct{} // poked when pendingGap is set (capacity 1)
 	delivered   uint64        // last Seq given to the listeners (persistent: the cursor)
 	fetched     uint64        // last Seq queued for the deliverer
 	maxPacket   int           // the hub's limit, once known
 	epochStored bool          // the cursor on disk names epoch
 }
 
-// batch is what one read returned.
+// batch is what one read returned, and the generation of the fetch
+// position it was read from.
 type batch struct {
-	epoch   [16]byte
+	gen     uint64
 	gap     *Gap
 	packets []storedPacket
 }
@@ -50,7 +54,7 @@ var transientN atomic.Uint64
 func init() { transientN.Store(uint64(time.Now().UnixNano())) }
 
 func newPipeline(n *Node, name string, persistent bool) *Pipeline {
-	return &Pipeline{n: n, name: name, persistent: persistent, batches: make(chan batch, 1), listenKick: make(chan struct{}, 1), maxPacket: DefaultMaxPacketSize}
+	return &Pipeline{n: n, name: name, persistent: persistent, batches: make(chan batch, 1), listenKick: make(chan struct{}, 1), gapKick: make(chan struct{}, 1), maxPacket: DefaultMaxPacketSize}
 }
 
 // Name returns the pipeline's name.
@@ -168,7 +172,7 @@ func (p *Pipeline) reportError(err error) {
 // a session: the fetch position of a transient pipeline starts at the
 // hub's last packet; a persistent pipeline's cursor is checked against
 // the hub's log.
-func (p *Pipeline) hubOpened(s *session, r openReply) error {
+func (p *Pipeline) hubOpened(r openReply) error {
 	var gap *Gap
 	p.mu.Lock()
 	if r.MaxPacket > 0 {
@@ -178,6 +182,8 @@ func (p *Pipeline) hubOpened(s *session, r openReply) error {
 	copy(epoch[:], r.Epoch)
 	switch {
 	case !p.persistent:
+		// Seqs may start again (a restarted hub): a new generation.
+		p.gen++
 		p.fetched = r.Last
 	case p.epoch == [16]byte{}:
 		p.epoch = epoch
@@ -186,16 +192,22 @@ func (p *Pipeline) hubOpened(s *session, r openReply) error {
 		if p.delivered > 0 {
 			gap = &Gap{Pipeline: p.name, From: 1, To: p.delivered, Reason: GapReset}
 		}
+		p.gen++
 		p.epoch, p.delivered, p.fetched = epoch, 0, 0
 	case p.fetched > r.Last:
 		// The hub lost the end of its log (restored from an older copy):
 		// its next packets will reuse the Seqs this node has seen.
 		gap = &Gap{Pipeline: p.name, From: r.Last + 1, To: p.fetched, Reason: GapReset}
+		p.gen++
 		p.delivered, p.fetched = min(p.delivered, r.Last), r.Last
 	}
 	first := p.persistent && !p.epochStored
 	p.epochStored = true
 	cur := cursorValue{Epoch: append([]byte(nil), p.epoch[:]...), Seq: p.delivered}
+	listening := p.delivering
+	if gap != nil && listening {
+		p.pendingGap = gap // the deliverer reports it, then commits
+	}
 	p.mu.Unlock()
 	if !p.persistent {
 		return nil
@@ -209,35 +221,42 @@ func (p *Pipeline) hubOpened(s *session, r openReply) error {
 	// The new cursor is committed only once the gap has been reported,
 	// so that a crash in between reports it again rather than never.
 	p.n.log.Warn("pipes: the hub's log no longer matches this node's cursor", "pipeline", p.name, "from", gap.From, "to", gap.To)
-	if p.listening() {
-		p.queue(s.ctx, batch{epoch: epoch, gap: gap}) // the deliverer reports it, then commits
+	if listening {
+		p.n.poke(p.gapKick)
 		return nil
 	}
 	p.callGap(*gap)
 	return p.n.store.setCursor(p.name, cur)
 }
 
-// fetchPosition returns where the next read starts.
-func (p *Pipeline) fetchPosition() ([16]byte, uint64) {
+// fetchPosition returns where the next read starts, and the generation
+// the reply will belong to.
+func (p *Pipeline) fetchPosition() (gen, after uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.epoch, p.fetched
+	return p.gen, p.fetched
 }
 
-// queue hands a batch to the deliverer, waiting while it is busy.
+// queue hands a batch to the deliverer, waiting while it is busy, and
+// moves the fetch position past it: past its last packet, or past its gap
+// when it has no packet.
 func (p *Pipeline) queue(ctx context.Context, b batch) bool {
 	select {
 	case p.batches <- b:
 	case <-ctx.Done():
 		return false
 	}
-	if n := len(b.packets); n > 0 {
-		p.mu.Lock()
-		if b.epoch == p.epoch && b.packets[n-1].Seq > p.fetched {
-			p.fetched = b.packets[n-1].Seq
+	p.mu.Lock()
+	if b.gen == p.gen {
+		end := uint64(0)
+		if n := len(b.packets); n > 0 {
+			end = b.packets[n-1].Seq
+		} else if b.gap != nil {
+			end = b.gap.To
 		}
-		p.mu.Unlock()
+		p.fetched = max(p.fetched, end)
 	}
+	p.mu.Unlock()
 	return true
 }
 
@@ -260,54 +279,90 @@ func (p *Pipeline) waitListeners() bool {
 }
 
 // deliverLoop gives the queued batches to the listeners and commits the
-// cursor after each; it ends when the node closes.
+// cursor after each; it ends when the node closes. A batch fetched before
+// a reset (an older generation) is dropped.
 func (p *Pipeline) deliverLoop() {
 	defer p.n.wg.Done()
 	for p.waitListeners() {
 		var b batch
+		have := false
 		select {
 		case b = <-p.batches:
+			have = true
+		case <-p.gapKick:
 		case <-p.n.done():
 			return
 		}
-		delivered := false
-		if b.gap != nil {
-			p.callGap(*b.gap)
-			delivered = true // commit the cursor the gap moved
+		p.mu.Lock()
+		reset := p.pendingGap
+		p.pendingGap = nil
+		p.mu.Unlock()
+		if reset != nil {
+			p.callGap(*reset)
+			p.commit(p.currentGen())
 		}
-		for _, sp := range b.packets {
-			if p.n.ctx.Err() != nil {
-				break
-			}
-			p.mu.Lock()
-			stale := p.persistent && b.epoch != p.epoch || sp.Seq <= p.delivered && p.persistent
-			ls := append([]*listener(nil), p.listeners...)
-			p.mu.Unlock()
-			if stale {
-				continue
-			}
-			pk := p.packet(sp)
-			for _, l := range ls {
-				if !l.stopped.Load() {
-					l.fn(pk)
-				}
-			}
-			p.mu.Lock()
-			if !p.persistent || b.epoch == p.epoch {
-				p.delivered = sp.Seq
-			}
-			p.mu.Unlock()
-			delivered = true
-		}
-		if delivered && p.persistent {
-			p.commit()
+		if have {
+			p.deliver(b)
 		}
 	}
 }
 
-// commit records the cursor on disk.
-func (p *Pipeline) commit() {
+func (p *Pipeline) currentGen() uint64 {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
+}
+
+// deliver gives one batch to the listeners, then commits the cursor.
+func (p *Pipeline) deliver(b batch) {
+	if b.gen != p.currentGen() {
+		return
+	}
+	moved := false
+	if b.gap != nil {
+		p.callGap(*b.gap)
+		p.mu.Lock()
+		if b.gen == p.gen && b.gap.To > p.delivered {
+			p.delivered, moved = b.gap.To, true // the missed packets are behind us
+		}
+		p.mu.Unlock()
+	}
+	for _, sp := range b.packets {
+		if p.n.ctx.Err() != nil {
+			break
+		}
+		p.mu.Lock()
+		stale := b.gen != p.gen || p.persistent && sp.Seq <= p.delivered
+		ls := append([]*listener(nil), p.listeners...)
+		p.mu.Unlock()
+		if stale {
+			continue
+		}
+		pk := p.packet(sp)
+		for _, l := range ls {
+			if !l.stopped.Load() {
+				l.fn(pk)
+			}
+		}
+		p.mu.Lock()
+		if b.gen == p.gen {
+			p.delivered, moved = sp.Seq, true
+		}
+		p.mu.Unlock()
+	}
+	if moved && p.persistent {
+		p.commit(b.gen)
+	}
+}
+
+// commit records the cursor on disk, unless a reset began a newer
+// generation meanwhile (its gap commits then).
+func (p *Pipeline) commit(gen uint64) {
+	p.mu.Lock()
+	if gen != p.gen || p.pendingGap != nil {
+		p.mu.Unlock()
+		return
+	}
 	cur := cursorValue{Epoch: append([]byte(nil), p.epoch[:]...), Seq: p.delivered}
 	p.mu.Unlock()
 	if err := p.n.store.setCursor(p.name, cur); err != nil {

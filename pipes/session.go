@@ -117,7 +117,7 @@ func (s *session) open(p *Pipeline) error {
 		s.refuse(p, err)
 		return nil
 	}
-	if err := p.hubOpened(s, reply); err != nil {
+	if err := p.hubOpened(reply); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -156,10 +156,12 @@ func (s *session) reply(p *Pipeline) (openReply, bool) {
 // order of their numbers, and removes what the hub acknowledged.
 func (s *session) sendLoop() {
 	defer s.wg.Done()
-	backoff := time.Duration(0)
-	single := map[*Pipeline]bool{} // pipelines sent one packet per put after a too-large batch
+	single := map[*Pipeline]bool{}           // sent one packet per put after a too-large batch
+	backoff := map[*Pipeline]time.Duration{} // after the hub could not take a pipeline's packets
+	retryAt := map[*Pipeline]time.Time{}
 	for {
 		progress := false
+		var wake time.Time // the earliest retry due
 		for _, p := range s.n.pipelineList() {
 			if !p.persistent {
 				continue
@@ -168,19 +170,31 @@ func (s *session) sendLoop() {
 			if !ok {
 				continue
 			}
+			if at, ok := retryAt[p]; ok && time.Now().Before(at) {
+				if wake.IsZero() || at.Before(wake) {
+					wake = at
+				}
+				continue
+			}
 			sent, err := s.sendBatch(p, r, single[p])
 			switch s.classify(err) {
 			case outcomeOK:
 				if sent {
-					progress, backoff = true, 0
+					progress = true
+					delete(backoff, p)
+					delete(retryAt, p)
 				}
 			case outcomeOver:
 				return // the next session sends
 			case outcomeRetry:
 				s.n.log.Warn("pipes: the hub could not take packets now; retrying", "pipeline", p.name, "err", hubError(err))
-				backoff = min(max(2*backoff, 500*time.Millisecond), 30*time.Second)
+				backoff[p] = min(max(2*backoff[p], 500*time.Millisecond), 30*time.Second)
+				retryAt[p] = time.Now().Add(backoff[p])
+				if wake.IsZero() || retryAt[p].Before(wake) {
+					wake = retryAt[p]
+				}
 			case outcomeTooLarge:
-				single[p] = true // then the one packet the hub refuses is known
+				single[p], progress = true, true // now find the one packet the hub refuses
 			case outcomeRefused:
 				s.refuse(p, err)
 			}
@@ -189,8 +203,8 @@ func (s *session) sendLoop() {
 			continue
 		}
 		var retry <-chan time.Time
-		if backoff > 0 {
-			retry = time.After(backoff)
+		if !wake.IsZero() {
+			retry = time.After(time.Until(wake))
 		}
 		select {
 		case <-s.n.outboxPut:
@@ -310,14 +324,22 @@ func (s *session) fetch(p *Pipeline) {
 		delete(s.fetching, p)
 		s.mu.Unlock()
 	}()
+	max := s.n.cfg.MaxBatch
 	for s.ctx.Err() == nil {
-		epoch, after := p.fetchPosition()
+		gen, after := p.fetchPosition()
 		var reply readReply
-		err := s.conn.Invoke(s.ctx, methodRead, readRequest{Pipeline: p.name, After: after, Max: s.n.cfg.MaxBatch, WaitMillis: readWait.Milliseconds()}, &reply)
+		err := s.conn.Invoke(s.ctx, methodRead, readRequest{Pipeline: p.name, After: after, Max: max, WaitMillis: readWait.Milliseconds()}, &reply)
 		switch s.classify(err) {
 		case outcomeOver:
 			return
-		case outcomeRetry, outcomeTooLarge:
+		case outcomeTooLarge:
+			if max == 1 { // a packet larger than this node accepts
+				s.refuse(p, err)
+				return
+			}
+			max = (max + 1) / 2 // a reply larger than this node accepts
+			continue
+		case outcomeRetry:
 			select {
 			case <-time.After(time.Second):
 			case <-s.ctx.Done():
@@ -327,7 +349,7 @@ func (s *session) fetch(p *Pipeline) {
 			s.refuse(p, err)
 			return
 		}
-		b := batch{epoch: epoch, packets: reply.Packets}
+		b := batch{gen: gen, packets: reply.Packets}
 		if reply.Gap != nil {
 			reason := GapRetention
 			if !p.persistent {

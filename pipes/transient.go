@@ -38,6 +38,10 @@ func (r *ring) put(sender Sender, entries []Entry) ([]Ack, error) {
 	for _, e := range entries {
 		need += int64(len(e.Data))
 	}
+	if r.budget.Load()-int64(r.bytes)+need > r.maxBudget {
+		// Not even with all of this pipeline's packets dropped: keep them.
+		return nil, fmt.Errorf("%w: the hub holds %d bytes of transient packets", ErrLimit, r.maxBudget)
+	}
 	for len(r.recs) > 0 && (len(r.recs)+len(entries) > r.window || int64(r.bytes)+need > int64(r.windowBytes) || r.budget.Load()+need > r.maxBudget) {
 		r.dropOldest()
 	}
