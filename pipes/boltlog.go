@@ -306,6 +306,9 @@ func forgetOldestSender(b *bolt.Bucket) (bool, error) {
 // count and bytes always, age if now is not zero.
 func (l *boltLog) retain(b *bolt.Bucket, m *pipelineMeta, now time.Time) error {
 	r := l.cfg.Retention
+	if r.MaxPackets == 0 && r.MaxBytes == 0 && (r.MaxAge == 0 || now.IsZero()) {
+		return nil
+	}
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.First() {
 		over := r.MaxPackets > 0 && m.Count > r.MaxPackets || r.MaxBytes > 0 && m.Bytes > r.MaxBytes

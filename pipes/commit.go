@@ -25,8 +25,18 @@ type committer struct {
 }
 
 type commitReq struct {
-	fn  func(*bolt.Tx) error
-	err chan error
+	fn   func(*bolt.Tx) error
+	err  chan error  // receives the result, if set
+	done func(error) // called with the result on the committer's goroutine, if set
+}
+
+func (r *commitReq) finish(err error) {
+	if r.err != nil {
+		r.err <- err
+	}
+	if r.done != nil {
+		r.done(err)
+	}
 }
 
 // maxGroup bounds the writes in one transaction.
@@ -51,6 +61,18 @@ func (c *committer) write(fn func(*bolt.Tx) error) error {
 		return ErrClosed
 	}
 	return <-r.err
+}
+
+// writeAsync is write without the wait: done (which must be quick and
+// must not write) is called with the result on the committer's goroutine,
+// or at once with ErrClosed after close.
+func (c *committer) writeAsync(fn func(*bolt.Tx) error, done func(error)) {
+	r := &commitReq{fn: fn, done: done}
+	select {
+	case c.reqs <- r:
+	case <-c.quit:
+		done(ErrClosed)
+	}
 }
 
 func (c *committer) run() {
@@ -93,11 +115,11 @@ func (c *committer) commit(group []*commitReq) {
 		})
 		if failed < 0 {
 			for _, r := range group {
-				r.err <- err
+				r.finish(err)
 			}
 			return
 		}
-		group[failed].err <- failure
+		group[failed].finish(failure)
 		group = append(group[:failed], group[failed+1:]...)
 	}
 }

@@ -27,9 +27,10 @@
 //   - While the node's process lives, a listener is given each packet of a
 //     persistent pipeline exactly once, whatever happens to connections
 //     or to the hub.
-//   - After the node's process crashes, the packets of the last batch being
-//     delivered (at most NodeConfig.MaxBatch, 256 by default) may be given
-//     again, with the same ID and Seq; nothing is skipped. A listener that
+//   - After the node's process crashes, the packets of the last two batches
+//     delivered (each at most NodeConfig.MaxBatch, 256 by default) may be
+//     given again, with the same ID and Seq; nothing is skipped. (The
+//     cursor is committed after each batch, while the next is delivered.) A listener that
 //     must never see a packet twice keeps the last Seq it handled. (The
 //     exception: a hub whose log was lost and created anew, or restored
 //     from an older copy, starts its Seqs again; the node reports that as

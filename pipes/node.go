@@ -38,7 +38,8 @@ type NodeConfig struct {
 	MaxOutboxPackets int
 
 	// MaxBatch bounds the packets sent in one put and delivered between
-	// two cursor commits. Default DefaultMaxBatch.
+	// two cursor commits (after a crash, at most two batches are delivered
+	// again). Default DefaultMaxBatch.
 	MaxBatch int
 
 	// NoSync skips fsync of the node's database: faster, and a packet

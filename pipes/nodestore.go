@@ -25,8 +25,8 @@ type nodeStore struct {
 	maxBytes   int64
 	maxPackets int
 
-	// rmu is held across a removal's write and the update of the counts
-	// below, so that what oldest reads from the database and what outbox
+	// rmu is held from a removal's write until the counts below are
+	// updated, so that what oldest reads from the database and what outbox
 	// counts agree.
 	rmu sync.RWMutex
 
@@ -192,9 +192,10 @@ func (s *nodeStore) put(name string, data []byte) (uint64, error) {
 	return n, nil
 }
 
-// pending returns the first packets of a pipeline's outbox: at most max,
-// and beyond the first at most maxBytes of data.
-func (s *nodeStore) pending(name string, max, maxBytes int) ([]wirePacket, error) {
+// pending returns the first packets of a pipeline's outbox numbered
+// above after: at most max, and beyond the first at most maxBytes of
+// data.
+func (s *nodeStore) pending(name string, after uint64, max, maxBytes int) ([]wirePacket, error) {
 	var out []wirePacket
 	err := view(s.db, s.path, func(tx *bolt.Tx) error {
 		b := tx.Bucket(outboxBucket(name))
@@ -203,7 +204,7 @@ func (s *nodeStore) pending(name string, max, maxBytes int) ([]wirePacket, error
 		}
 		c := b.Cursor()
 		size := 0
-		for k, v := c.First(); k != nil && len(out) < max; k, v = c.Next() {
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < max; k, v = c.Next() {
 			if len(out) > 0 && size+len(v) > maxBytes {
 				break
 			}
@@ -215,13 +216,28 @@ func (s *nodeStore) pending(name string, max, maxBytes int) ([]wirePacket, error
 	return out, storageErr(s.path, "read", err)
 }
 
-// remove deletes acknowledged (or refused) packets from the outbox.
+// remove deletes acknowledged (or refused) packets from the outbox, and
+// returns once that is committed.
 func (s *nodeStore) remove(name string, ns []uint64) error {
-	s.rmu.Lock()
-	defer s.rmu.Unlock()
+	errc := make(chan error, 1)
+	s.removeAsync(name, ns, func(err error) { errc <- err })
+	return <-errc
+}
+
+// removeAsync deletes packets from the outbox without waiting: the
+// deletion goes into the next group commit, and done (if not nil) is
+// told its result. A deletion that is lost (a crash before it commits)
+// only makes the node send those packets again, which the hub drops as
+// duplicates.
+func (s *nodeStore) removeAsync(name string, ns []uint64, done func(error)) {
 	var freed int64
 	var count int
-	err := s.w.write(func(tx *bolt.Tx) error {
+	locked := false // rmu is held from the write until the counts agree
+	s.w.writeAsync(func(tx *bolt.Tx) error {
+		if !locked {
+			s.rmu.Lock()
+			locked = true
+		}
 		freed, count = 0, 0
 		b := tx.Bucket(outboxBucket(name))
 		if b == nil {
@@ -237,17 +253,22 @@ func (s *nodeStore) remove(name string, ns []uint64) error {
 			}
 		}
 		return nil
+	}, func(err error) {
+		s.mu.Lock()
+		if err == nil {
+			s.bytes -= freed
+			s.packets -= count
+		}
+		close(s.removed)
+		s.removed = make(chan struct{})
+		s.mu.Unlock()
+		if locked {
+			s.rmu.Unlock()
+		}
+		if done != nil {
+			done(err)
+		}
 	})
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.bytes -= freed
-	s.packets -= count
-	close(s.removed)
-	s.removed = make(chan struct{})
-	s.mu.Unlock()
-	return nil
 }
 
 // outbox returns the packets and bytes waiting, the next packet number
@@ -302,6 +323,18 @@ func (s *nodeStore) setCursor(name string, c cursorValue) error {
 	return s.w.write(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketCursors).Put([]byte(name), v)
 	})
+}
+
+// setCursorAsync is setCursor without the wait; done is told the result.
+func (s *nodeStore) setCursorAsync(name string, c cursorValue, done func(error)) {
+	v, err := msgpack.Marshal(&c)
+	if err != nil {
+		done(err)
+		return
+	}
+	s.w.writeAsync(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCursors).Put([]byte(name), v)
+	}, done)
 }
 
 func (s *nodeStore) close() error {

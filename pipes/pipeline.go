@@ -2,6 +2,7 @@ package pipes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,9 @@ type Pipeline struct {
 	fetched     uint64        // last Seq queued for the deliverer
 	maxPacket   int           // the hub's limit, once known
 	epochStored bool          // the cursor on disk names epoch
+	acked       uint64        // the highest packet number the hub acknowledged in this process
+
+	committing chan struct{} // closed when the cursor commit in flight is done; the deliverer's own
 }
 
 // batch is what one read returned, and the generation of the fetch
@@ -229,6 +233,19 @@ func (p *Pipeline) hubOpened(r openReply) error {
 	return p.n.store.setCursor(p.name, cur)
 }
 
+// ackedUpTo returns the highest packet number the hub acknowledged.
+func (p *Pipeline) ackedUpTo() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.acked
+}
+
+func (p *Pipeline) setAcked(n uint64) {
+	p.mu.Lock()
+	p.acked = max(p.acked, n)
+	p.mu.Unlock()
+}
+
 // fetchPosition returns where the next read starts, and the generation
 // the reply will belong to.
 func (p *Pipeline) fetchPosition() (gen, after uint64) {
@@ -283,6 +300,7 @@ func (p *Pipeline) waitListeners() bool {
 // a reset (an older generation) is dropped.
 func (p *Pipeline) deliverLoop() {
 	defer p.n.wg.Done()
+	defer p.waitCommit()
 	for p.waitListeners() {
 		var b batch
 		have := false
@@ -356,8 +374,12 @@ func (p *Pipeline) deliver(b batch) {
 }
 
 // commit records the cursor on disk, unless a reset began a newer
-// generation meanwhile (its gap commits then).
+// generation meanwhile (its gap commits then), and returns at once: the
+// next batch is delivered while the commit is written. At most one
+// commit is in flight: a second waits for the first. Only the deliverer
+// calls it.
 func (p *Pipeline) commit(gen uint64) {
+	p.waitCommit()
 	p.mu.Lock()
 	if gen != p.gen || p.pendingGap != nil {
 		p.mu.Unlock()
@@ -365,8 +387,21 @@ func (p *Pipeline) commit(gen uint64) {
 	}
 	cur := cursorValue{Epoch: append([]byte(nil), p.epoch[:]...), Seq: p.delivered}
 	p.mu.Unlock()
-	if err := p.n.store.setCursor(p.name, cur); err != nil {
-		p.n.log.Error("pipes: committing the cursor failed", "pipeline", p.name, "err", err)
+	done := make(chan struct{})
+	p.committing = done
+	p.n.store.setCursorAsync(p.name, cur, func(err error) {
+		if err != nil && !errors.Is(err, ErrClosed) {
+			p.n.log.Error("pipes: committing the cursor failed", "pipeline", p.name, "err", err)
+		}
+		close(done)
+	})
+}
+
+// waitCommit waits for the commit in flight, if any.
+func (p *Pipeline) waitCommit() {
+	if p.committing != nil {
+		<-p.committing
+		p.committing = nil
 	}
 }
 

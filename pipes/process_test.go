@@ -251,7 +251,7 @@ func TestProcessNodeKilledWhileOthersPutCatchesUp(t *testing.T) {
 		if name == "carol" {
 			restarts = []int{killedAt}
 		}
-		checkDelivery(t, lines, 1000, restarts, DefaultMaxBatch)
+		checkDelivery(t, lines, 1000, restarts, 2*DefaultMaxBatch)
 	}
 	for _, p := range []*proc{alice, bob, carol, hub} {
 		p.stop()

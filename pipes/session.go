@@ -258,7 +258,7 @@ func (s *session) sendBatch(p *Pipeline, r openReply, single bool) (bool, error)
 	if single {
 		max = 1
 	}
-	batch, err := n.store.pending(p.name, max, putBatchBytes)
+	batch, err := n.store.pending(p.name, p.ackedUpTo(), max, putBatchBytes)
 	if err != nil || len(batch) == 0 {
 		if err != nil {
 			n.log.Error("pipes: reading the outbox failed", "pipeline", p.name, "err", err)
@@ -295,10 +295,15 @@ func (s *session) sendBatch(p *Pipeline, r openReply, single bool) (bool, error)
 	for i, pk := range keep {
 		ns[i] = pk.N
 	}
-	if err := n.store.remove(p.name, ns); err != nil {
-		// They were appended; a resend is dropped by the hub as a duplicate.
-		n.log.Error("pipes: removing acknowledged packets failed", "pipeline", p.name, "err", err)
-	}
+	// The next batch may go while this removal commits: until it has, the
+	// sender skips what the hub acknowledged.
+	p.setAcked(ns[len(ns)-1])
+	n.store.removeAsync(p.name, ns, func(err error) {
+		if err != nil {
+			// They were appended; a resend is dropped by the hub as a duplicate.
+			n.log.Error("pipes: removing acknowledged packets failed", "pipeline", p.name, "err", err)
+		}
+	})
 	return true, nil
 }
 
