@@ -2,6 +2,7 @@ package pipes
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,5 +70,43 @@ func TestTransientPipelineReachesConnectedNodes(t *testing.T) {
 	got := cb.waitFor(t, ctx, 10)
 	for i, p := range got {
 		assert.Equal(t, fmt.Sprintf("n%d", i), string(p.Data))
+	}
+}
+
+// Many goroutines putting at once share group commits, on the node and on
+// the hub, while acknowledgements and removals overlap.
+func TestConcurrentPutsAllArriveOnce(t *testing.T) {
+	keys := newTestKeys("alice", "bob")
+	hub := startHub(t, HubConfig{UserKeys: keys.UserKeys})
+	ctx := testCtx(t, 60*time.Second)
+	alice := openNode(t, keys, "alice", hub.addr, "", func(c *NodeConfig) { c.MaxBatch = 8 })
+	bob := openNode(t, keys, "bob", hub.addr, "")
+	pb, err := bob.Pipeline("CHAT", &PipelineOptions{Persistent: true})
+	require.NoError(t, err)
+	c := newCollector()
+	pb.Listen(c.listen)
+	pa, err := alice.Pipeline("CHAT", &PipelineOptions{Persistent: true})
+	require.NoError(t, err)
+	const writers, each = 16, 100
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				_, err := pa.Put(ctx, fmt.Appendf(nil, "%d-%d", w, i))
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, alice.Flush(ctx))
+	packets, bytes := alice.Outbox()
+	assert.Zero(t, packets)
+	assert.Zero(t, bytes)
+	got := c.waitFor(t, ctx, writers*each)
+	seen := map[string]bool{}
+	for i, p := range got {
+		require.Equal(t, uint64(i+1), p.Seq)
+		require.False(t, seen[string(p.Data)], "twice: %s", p.Data)
+		seen[string(p.Data)] = true
 	}
 }

@@ -179,24 +179,23 @@ func (n *Node) Connected() bool {
 // Outbox returns the packets and bytes waiting to be acknowledged by the
 // hub.
 func (n *Node) Outbox() (packets int, bytes int64) {
-	p, b, _, _ := n.store.outbox()
+	p, b, _, _, _ := n.store.outbox()
 	return p, b
 }
 
 // Flush waits until every packet put before the call has been
 // acknowledged by the hub, or ctx ends.
 func (n *Node) Flush(ctx context.Context) error {
-	_, _, next, _ := n.store.outbox()
+	_, _, next, _, _ := n.store.outbox()
 	for {
-		packets, _, _, removed := n.store.outbox()
-		if packets == 0 {
-			return nil
-		}
+		// Done when the database holds nothing older than next and every
+		// removal is counted (so that Outbox agrees).
+		_, _, _, removing, removed := n.store.outbox()
 		oldest, err := n.store.oldest()
 		if err != nil {
 			return err
 		}
-		if oldest == 0 || oldest >= next {
+		if (oldest == 0 || oldest >= next) && removing == 0 {
 			return nil
 		}
 		select {

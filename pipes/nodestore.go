@@ -25,16 +25,12 @@ type nodeStore struct {
 	maxBytes   int64
 	maxPackets int
 
-	// rmu is held from a removal's write until the counts below are
-	// updated, so that what oldest reads from the database and what outbox
-	// counts agree.
-	rmu sync.RWMutex
-
-	mu      sync.Mutex // guards next, bytes, packets and removed
+	mu       sync.Mutex // guards next, bytes, packets, removing and removed
 	next    uint64     // the next packet number
 	bytes   int64      // data in the outbox
-	packets int        // packets in the outbox
-	removed chan struct{}
+	packets  int        // packets in the outbox
+	removing int        // removals not yet committed and counted
+	removed  chan struct{}
 }
 
 var (
@@ -232,12 +228,10 @@ func (s *nodeStore) remove(name string, ns []uint64) error {
 func (s *nodeStore) removeAsync(name string, ns []uint64, done func(error)) {
 	var freed int64
 	var count int
-	locked := false // rmu is held from the write until the counts agree
+	s.mu.Lock()
+	s.removing++
+	s.mu.Unlock()
 	s.w.writeAsync(func(tx *bolt.Tx) error {
-		if !locked {
-			s.rmu.Lock()
-			locked = true
-		}
 		freed, count = 0, 0
 		b := tx.Bucket(outboxBucket(name))
 		if b == nil {
@@ -259,31 +253,28 @@ func (s *nodeStore) removeAsync(name string, ns []uint64, done func(error)) {
 			s.bytes -= freed
 			s.packets -= count
 		}
+		s.removing--
 		close(s.removed)
 		s.removed = make(chan struct{})
 		s.mu.Unlock()
-		if locked {
-			s.rmu.Unlock()
-		}
 		if done != nil {
 			done(err)
 		}
 	})
 }
 
-// outbox returns the packets and bytes waiting, the next packet number
-// and a channel closed at the next removal.
-func (s *nodeStore) outbox() (packets int, bytes int64, next uint64, removed <-chan struct{}) {
+// outbox returns the packets and bytes waiting, the next packet number,
+// how many removals are not yet counted, and a channel closed when the
+// next one is.
+func (s *nodeStore) outbox() (packets int, bytes int64, next uint64, removing int, removed <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.packets, s.bytes, s.next, s.removed
+	return s.packets, s.bytes, s.next, s.removing, s.removed
 }
 
 // oldest returns the smallest packet number waiting in any outbox, 0 if
 // none.
 func (s *nodeStore) oldest() (uint64, error) {
-	s.rmu.RLock()
-	defer s.rmu.RUnlock()
 	var oldest uint64
 	err := view(s.db, s.path, func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
