@@ -1,6 +1,7 @@
 package pipes
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -238,7 +239,7 @@ func (l *boltLog) Append(ctx context.Context, pipeline string, from Sender, entr
 				continue
 			}
 			m.Last++
-			rec, err := msgpack.Marshal(&storedPacket{Seq: m.Last, Time: now.UnixNano(), Sender: from.User, Node: from.Node[:], N: e.N, Data: e.Data})
+			rec, err := encodeRecord(&storedPacket{Seq: m.Last, Time: now.UnixNano(), Sender: from.User, Node: from.Node[:], N: e.N, Data: e.Data})
 			if err != nil {
 				return err
 			}
@@ -393,10 +394,10 @@ func (l *boltLog) Read(ctx context.Context, pipeline string, after uint64, max, 
 			if err := msgpack.Unmarshal(v, &p); err != nil {
 				return fmt.Errorf("bad record %x: %w", k, err)
 			}
-			if len(res.Records) > 0 && size+len(p.Data) > maxBytes {
+			if len(res.Records) > 0 && size+len(v) > maxBytes {
 				break
 			}
-			size += len(p.Data)
+			size += len(v)
 			r := Record{Seq: p.Seq, Time: time.Unix(0, p.Time), Sender: Sender{User: p.Sender}, N: p.N, Data: p.Data}
 			copy(r.Sender.Node[:], p.Node)
 			res.Records = append(res.Records, r)
@@ -404,6 +405,55 @@ func (l *boltLog) Read(ctx context.Context, pipeline string, after uint64, max, 
 		return nil
 	})
 	return res, storageErr(l.cfg.Path, "read", err)
+}
+
+// encodeRecord encodes a record as it is stored and as it goes on the
+// wire in a read reply (PROTOCOL.md §21.3), with compact integers, so
+// that a read can send stored records as they are.
+func encodeRecord(p *storedPacket) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(p.Data) + len(p.Sender) + 64)
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(p); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// readRaw is Read returning each record as stored: the MessagePack map a
+// read reply carries. The hub uses it when its log is this one, so that
+// a record read by many nodes is not decoded and encoded again for each.
+func (l *boltLog) readRaw(pipeline string, after uint64, max, maxBytes int) (recs []msgpack.RawMessage, gap *Gap, last uint64, err error) {
+	err = view(l.db, l.cfg.Path, func(tx *bolt.Tx) error {
+		m, err := getMeta(tx, pipeline)
+		if err != nil {
+			return err
+		}
+		if !m.Persistent {
+			return ErrKindMismatch
+		}
+		last = m.Last
+		if after+1 < m.First {
+			gap = &Gap{Pipeline: pipeline, From: after + 1, To: m.First - 1, Reason: GapRetention}
+			after = m.First - 1
+		}
+		b := tx.Bucket(logBucket(pipeline))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		size := 0
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(recs) < max; k, v = c.Next() {
+			if len(recs) > 0 && size+len(v) > maxBytes {
+				break
+			}
+			size += len(v)
+			recs = append(recs, msgpack.RawMessage(bytes.Clone(v)))
+		}
+		return nil
+	})
+	return recs, gap, last, storageErr(l.cfg.Path, "read", err)
 }
 
 func (l *boltLog) Close() error {

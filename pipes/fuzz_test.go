@@ -83,8 +83,19 @@ func FuzzHubRequests(f *testing.F) {
 		case 2:
 			var req readRequest
 			if msgpack.Unmarshal(body, &req) == nil {
-				reply, err := fuzzHub.serveRead(ctx, t, nil, "fuzz", req)
-				if err == nil && len(reply.Packets) > fuzzHub.cfg.MaxBatch {
+				out, err := fuzzHub.serveRead(ctx, t, nil, "fuzz", req)
+				if err != nil {
+					return
+				}
+				var reply readReply // as the node decodes it
+				b, err := msgpack.Marshal(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := msgpack.Unmarshal(b, &reply); err != nil {
+					t.Fatalf("the reply does not decode: %v", err)
+				}
+				if len(reply.Packets) > fuzzHub.cfg.MaxBatch {
 					t.Fatalf("read returned %d packets, limit %d", len(reply.Packets), fuzzHub.cfg.MaxBatch)
 				}
 				for i := 1; i < len(reply.Packets); i++ {

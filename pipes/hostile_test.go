@@ -87,13 +87,13 @@ func TestHubRefusesBadRequests(t *testing.T) {
 
 func TestHubReadLimits(t *testing.T) {
 	keys := newTestKeys("mallory")
-	hub := startHub(t, HubConfig{UserKeys: keys.UserKeys, MaxReadsPerConn: 2, MaxBatch: 3, MaxReadBytes: 10, MaxWait: 300 * time.Millisecond})
+	hub := startHub(t, HubConfig{UserKeys: keys.UserKeys, MaxReadsPerConn: 2, MaxBatch: 3, MaxReadBytes: 250, MaxWait: 300 * time.Millisecond})
 	c := rawNode(t, keys, "mallory", hub.addr)
 	ctx := testCtx(t, 20*time.Second)
 	var open openReply
 	require.NoError(t, c.Invoke(ctx, methodOpen, openRequest{Name: "P", Persistent: true, Create: true}, &open))
 	var put putReply
-	require.NoError(t, c.Invoke(ctx, methodPut, putRequest{Pipeline: "P", Node: make([]byte, 16), Packets: []wirePacket{{N: 1, Data: []byte("0123456789")}, {N: 2, Data: []byte("a")}, {N: 3, Data: []byte("b")}}}, &put))
+	require.NoError(t, c.Invoke(ctx, methodPut, putRequest{Pipeline: "P", Node: make([]byte, 16), Packets: []wirePacket{{N: 1, Data: make([]byte, 200)}, {N: 2, Data: []byte("a")}, {N: 3, Data: []byte("b")}}}, &put))
 
 	t.Run("max and bytes are capped by the hub", func(t *testing.T) {
 		var r readReply

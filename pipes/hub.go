@@ -85,8 +85,9 @@ type HubConfig struct {
 	// Default DefaultMaxBatch.
 	MaxBatch int
 
-	// MaxReadBytes bounds the data of one read's reply beyond its first
-	// packet. Default DefaultMaxReadBytes.
+	// MaxReadBytes bounds the packets of one read's reply beyond its
+	// first, as encoded (about 70 bytes more than their data). Default
+	// DefaultMaxReadBytes.
 	MaxReadBytes int
 
 	// MaxPipelines bounds the pipelines the hub holds; creating more fails

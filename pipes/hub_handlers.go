@@ -62,7 +62,7 @@ func (h *Hub) handlePut(ctx context.Context, req putRequest) (putReply, error) {
 	return h.servePut(ctx, user, req)
 }
 
-func (h *Hub) handleRead(ctx context.Context, req readRequest) (readReply, error) {
+func (h *Hub) handleRead(ctx context.Context, req readRequest) (any, error) {
 	c, user := caller(ctx)
 	return h.serveRead(ctx, c, c.Draining(), user, req)
 }
@@ -202,15 +202,15 @@ func (h *Hub) servePut(ctx context.Context, user string, req putRequest) (putRep
 // c (the key of the per-connection count of reads); a read waiting for
 // packets returns empty when drain closes (the connection is shutting
 // down) or the hub begins to.
-func (h *Hub) serveRead(ctx context.Context, c any, drain <-chan struct{}, user string, req readRequest) (readReply, error) {
+func (h *Hub) serveRead(ctx context.Context, c any, drain <-chan struct{}, user string, req readRequest) (any, error) {
 	p, err := h.pipeline(user, req.Pipeline, AccessRead)
 	if err != nil {
-		return readReply{}, remoteErr(err)
+		return nil, remoteErr(err)
 	}
 	h.mu.Lock()
 	if h.reads[c] >= h.cfg.MaxReadsPerConn {
 		h.mu.Unlock()
-		return readReply{}, bokbok.Errorf(CodeLimit, "%d reads in progress on this connection", h.cfg.MaxReadsPerConn)
+		return nil, bokbok.Errorf(CodeLimit, "%d reads in progress on this connection", h.cfg.MaxReadsPerConn)
 	}
 	h.reads[c]++
 	h.mu.Unlock()
@@ -229,27 +229,42 @@ func (h *Hub) serveRead(ctx context.Context, c any, drain <-chan struct{}, user 
 	wait := min(time.Duration(max64(req.WaitMillis, 0))*time.Millisecond, h.cfg.MaxWait)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	raw, _ := h.log.(*boltLog)
 	for {
 		changed := p.changed()
-		var res ReadResult
-		if p.ring != nil {
-			res = p.ring.read(req.Pipeline, req.After, max, h.cfg.MaxReadBytes)
-		} else if res, err = h.log.Read(ctx, req.Pipeline, req.After, max, h.cfg.MaxReadBytes); err != nil {
-			return readReply{}, remoteErr(err)
-		}
-		if len(res.Records) > 0 || res.Gap != nil || wait <= 0 || isClosed(h.ending) {
-			return readReplyOf(res), nil
+		if raw != nil && p.ring == nil {
+			recs, gap, last, err := raw.readRaw(req.Pipeline, req.After, max, h.cfg.MaxReadBytes)
+			if err != nil {
+				return nil, remoteErr(err)
+			}
+			if len(recs) > 0 || gap != nil || wait <= 0 || isClosed(h.ending) {
+				r := rawReadReply{Packets: recs, Last: last}
+				if gap != nil {
+					r.Gap = &wireGap{From: gap.From, To: gap.To}
+				}
+				return r, nil
+			}
+		} else {
+			var res ReadResult
+			if p.ring != nil {
+				res = p.ring.read(req.Pipeline, req.After, max, h.cfg.MaxReadBytes)
+			} else if res, err = h.log.Read(ctx, req.Pipeline, req.After, max, h.cfg.MaxReadBytes); err != nil {
+				return nil, remoteErr(err)
+			}
+			if len(res.Records) > 0 || res.Gap != nil || wait <= 0 || isClosed(h.ending) {
+				return readReplyOf(res), nil
+			}
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
 			wait = 0
 		case <-ctx.Done():
-			return readReply{}, ctx.Err()
+			return nil, ctx.Err()
 		case <-h.ending:
-			return readReplyOf(res), nil
+			wait = 0
 		case <-drain:
-			return readReplyOf(res), nil
+			wait = 0
 		}
 	}
 }

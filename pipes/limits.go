@@ -7,7 +7,7 @@ import "time"
 const (
 	DefaultMaxPacketSize   = 256 << 10 // bytes of data in one packet
 	DefaultMaxBatch        = 256       // packets in one put or one read
-	DefaultMaxReadBytes    = 1 << 20   // bytes of data in one read's reply (beyond its first packet)
+	DefaultMaxReadBytes    = 1 << 20   // bytes of packets, as encoded, in one read's reply (beyond its first)
 	DefaultMaxPipelines    = 1024      // pipelines a hub holds
 	DefaultMaxReadsPerConn = 64        // reads one connection may have waiting at once
 	DefaultMaxWait         = 30 * time.Second

@@ -33,7 +33,8 @@ type Log interface {
 
 	// Read returns the records of a persistent pipeline with Seq above
 	// after, in order: at most max records and, beyond the first, at most
-	// maxBytes of data. If records after after were removed by retention,
+	// maxBytes of them (as encoded in a read reply, about 70 bytes more
+	// than their data). If records after after were removed by retention,
 	// Gap covers them.
 	Read(ctx context.Context, pipeline string, after uint64, max, maxBytes int) (ReadResult, error)
 

@@ -26,8 +26,8 @@ type nodeStore struct {
 	maxPackets int
 
 	mu       sync.Mutex // guards next, bytes, packets, removing and removed
-	next    uint64     // the next packet number
-	bytes   int64      // data in the outbox
+	next     uint64     // the next packet number
+	bytes    int64      // data in the outbox
 	packets  int        // packets in the outbox
 	removing int        // removals not yet committed and counted
 	removed  chan struct{}

@@ -88,16 +88,21 @@ func (r *ring) read(pipeline string, after uint64, max, maxBytes int) ReadResult
 	}
 	size := 0
 	for _, p := range r.recs[after+1-first:] {
-		if len(res.Records) >= max || len(res.Records) > 0 && size+len(p.Data) > maxBytes {
+		n := len(p.Data) + len(p.Sender) + recordOverhead
+		if len(res.Records) >= max || len(res.Records) > 0 && size+n > maxBytes {
 			break
 		}
-		size += len(p.Data)
+		size += n
 		rec := Record{Seq: p.Seq, Time: time.Unix(0, p.Time), Sender: Sender{User: p.Sender}, N: p.N, Data: p.Data}
 		copy(rec.Sender.Node[:], p.Node)
 		res.Records = append(res.Records, rec)
 	}
 	return res
 }
+
+// recordOverhead is about what a packet's encoding in a read reply
+// takes beyond its data and sender.
+const recordOverhead = 64
 
 // lastSeq returns the Seq of the last packet put.
 func (r *ring) lastSeq() uint64 {

@@ -1,5 +1,7 @@
 package pipes
 
+import "github.com/vmihailenco/msgpack/v5"
+
 // The hub's methods and their messages (PROTOCOL.md §21). Every message
 // is a MessagePack map keyed by the field names in the tags; a receiver
 // ignores keys it does not know.
@@ -66,6 +68,14 @@ type readReply struct {
 	Packets []storedPacket `msgpack:"packets"`
 	Gap     *wireGap       `msgpack:"gap,omitempty"`
 	Last    uint64         `msgpack:"last"`
+}
+
+// rawReadReply is a readReply whose packets are records as the embedded
+// log stores them (the same maps).
+type rawReadReply struct {
+	Packets []msgpack.RawMessage `msgpack:"packets"`
+	Gap     *wireGap             `msgpack:"gap,omitempty"`
+	Last    uint64               `msgpack:"last"`
 }
 
 type wireGap struct {
