@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync"
 	"time"
 )
 
@@ -93,6 +94,7 @@ func (rw *recordWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		if len(rw.pt) == 0 {
+			rw.pt = growRecordBuf(rw.pt, min(1+len(p), 1+maxRecordContent))
 			rw.pt = append(rw.pt, recordData)
 		}
 		take := min(len(p), 1+maxRecordContent-len(rw.pt))
@@ -132,6 +134,7 @@ func (rw *recordWriter) sealLocked() error {
 	if rw.n == maxRecordCounter {
 		return ErrNonceExhausted
 	}
+	rw.out = growRecordBuf(rw.out, recordLenSize+len(rw.pt)+recordOverhead)
 	rw.out = binary.BigEndian.AppendUint32(rw.out, uint32(len(rw.pt)+recordOverhead))
 	rw.out = sealRecord(rw.out, rw.pt, &rw.key, rw.n, rw.dir)
 	rw.n++
@@ -176,20 +179,49 @@ func (rw *recordWriter) close(deadline time.Time) error {
 	return rw.writeOutLocked()
 }
 
-// shrink gives up large buffers while the connection is idle; small ones
-// are kept for the next burst. A writer goroutine that started meanwhile
-// may have bytes pending: then it keeps everything.
+// shrink gives up large buffers while the connection is idle (to a pool
+// that the next burst of any connection takes them from); small ones are
+// kept for the next burst. A writer goroutine that started meanwhile may
+// have bytes pending: then it keeps everything.
 func (rw *recordWriter) shrink() {
 	rw.acquire()
 	if len(rw.pt) == 0 && len(rw.out) == 0 {
 		if cap(rw.pt) > keptRecordBuf {
+			putRecordBuf(rw.pt)
 			rw.pt = nil
 		}
 		if cap(rw.out) > keptRecordBuf {
+			putRecordBuf(rw.out)
 			rw.out = nil
 		}
 	}
 	rw.release()
+}
+
+// recordBufs holds the large buffers of idle record writers. A buffer
+// grows as a burst needs; buffers beyond maxPooledRecordBuf are left to
+// the garbage collector.
+var recordBufs sync.Pool
+
+const maxPooledRecordBuf = 4*maxSealedRecord + 4*recordLenSize
+
+func putRecordBuf(b []byte) {
+	if cap(b) <= maxPooledRecordBuf {
+		b = b[:0]
+		recordBufs.Put(&b)
+	}
+}
+
+// growRecordBuf returns b, or when b cannot take need more bytes a buffer
+// from the pool that can (b is small then: its bytes are copied).
+func growRecordBuf(b []byte, need int) []byte {
+	if cap(b)-len(b) >= need {
+		return b
+	}
+	if p, ok := recordBufs.Get().(*[]byte); ok && cap(*p) >= len(b)+need {
+		return append((*p)[:0], b...)
+	}
+	return b
 }
 
 // keptRecordBuf is the largest record-writer buffer an idle connection keeps.

@@ -100,7 +100,10 @@ func OpenBoltLog(cfg BoltLogConfig) (Log, error) {
 
 // openBolt opens a database file owned by this process. A database so
 // damaged that opening it panics is reported as a *StorageError (its file
-// then stays open, and locked, until the process exits).
+// then stays open, and locked, until the process exits). The freelist is
+// kept in the file (bbolt's NoFreelistSync would be faster, but rebuilds
+// it at open on a goroutine of bbolt's own, where a damaged page panics
+// beyond recovery).
 func openBolt(path string, maxSize int, noSync bool) (db *bolt.DB, err error) {
 	defer func() {
 		if p := recover(); p != nil {
