@@ -373,61 +373,36 @@ func (l *boltLog) Trim(ctx context.Context, now time.Time) error {
 
 func (l *boltLog) Read(ctx context.Context, pipeline string, after uint64, max, maxBytes int) (ReadResult, error) {
 	var res ReadResult
-	err := view(l.db, l.cfg.Path, func(tx *bolt.Tx) error {
-		m, err := getMeta(tx, pipeline)
-		if err != nil {
-			return err
+	gap, last, err := l.scan(pipeline, after, max, maxBytes, func(v []byte) error {
+		var p storedPacket
+		if err := msgpack.Unmarshal(v, &p); err != nil {
+			return fmt.Errorf("bad record: %w", err)
 		}
-		if !m.Persistent {
-			return ErrKindMismatch
-		}
-		res.Last = m.Last
-		if after+1 < m.First {
-			res.Gap = &Gap{Pipeline: pipeline, From: after + 1, To: m.First - 1, Reason: GapRetention}
-			after = m.First - 1
-		}
-		b := tx.Bucket(logBucket(pipeline))
-		if b == nil {
-			return nil
-		}
-		c := b.Cursor()
-		size := 0
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(res.Records) < max; k, v = c.Next() {
-			var p storedPacket
-			if err := msgpack.Unmarshal(v, &p); err != nil {
-				return fmt.Errorf("bad record %x: %w", k, err)
-			}
-			if len(res.Records) > 0 && size+len(v) > maxBytes {
-				break
-			}
-			size += len(v)
-			r := Record{Seq: p.Seq, Time: time.Unix(0, p.Time), Sender: Sender{User: p.Sender}, N: p.N, Data: p.Data}
-			copy(r.Sender.Node[:], p.Node)
-			res.Records = append(res.Records, r)
-		}
+		r := Record{Seq: p.Seq, Time: time.Unix(0, p.Time), Sender: Sender{User: p.Sender}, N: p.N, Data: p.Data}
+		copy(r.Sender.Node[:], p.Node)
+		res.Records = append(res.Records, r)
 		return nil
 	})
-	return res, storageErr(l.cfg.Path, "read", err)
-}
-
-// encodeRecord encodes a record as it is stored and as it goes on the
-// wire in a read reply (PROTOCOL.md §21.3), with compact integers, so
-// that a read can send stored records as they are.
-func encodeRecord(p *storedPacket) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.Grow(len(p.Data) + len(p.Sender) + 64)
-	enc := msgpack.NewEncoder(&buf)
-	enc.UseCompactInts(true)
-	if err := enc.Encode(p); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	res.Gap, res.Last = gap, last
+	return res, err
 }
 
 // readRaw is Read returning each record as stored: the MessagePack map a
 // read reply carries. The hub uses it when its log is this one, so that
 // a record read by many nodes is not decoded and encoded again for each.
 func (l *boltLog) readRaw(pipeline string, after uint64, max, maxBytes int) (recs []msgpack.RawMessage, gap *Gap, last uint64, err error) {
+	gap, last, err = l.scan(pipeline, after, max, maxBytes, func(v []byte) error {
+		recs = append(recs, msgpack.RawMessage(bytes.Clone(v)))
+		return nil
+	})
+	return recs, gap, last, err
+}
+
+// scan gives take the stored records of a persistent pipeline after
+// after, in order, within max records and (beyond the first) maxBytes of
+// them; v is valid only during the call. It returns the retention gap
+// after after, if any, and the pipeline's last Seq.
+func (l *boltLog) scan(pipeline string, after uint64, max, maxBytes int, take func(v []byte) error) (gap *Gap, last uint64, err error) {
 	err = view(l.db, l.cfg.Path, func(tx *bolt.Tx) error {
 		m, err := getMeta(tx, pipeline)
 		if err != nil {
@@ -446,17 +421,34 @@ func (l *boltLog) readRaw(pipeline string, after uint64, max, maxBytes int) (rec
 			return nil
 		}
 		c := b.Cursor()
-		size := 0
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(recs) < max; k, v = c.Next() {
-			if len(recs) > 0 && size+len(v) > maxBytes {
+		size, n := 0, 0
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && n < max; k, v = c.Next() {
+			if n > 0 && size+len(v) > maxBytes {
 				break
 			}
+			if err := take(v); err != nil {
+				return fmt.Errorf("record %x: %w", k, err)
+			}
 			size += len(v)
-			recs = append(recs, msgpack.RawMessage(bytes.Clone(v)))
+			n++
 		}
 		return nil
 	})
-	return recs, gap, last, storageErr(l.cfg.Path, "read", err)
+	return gap, last, storageErr(l.cfg.Path, "read", err)
+}
+
+// encodeRecord encodes a record as it is stored and as it goes on the
+// wire in a read reply (PROTOCOL.md §21.3), with compact integers, so
+// that a read can send stored records as they are.
+func encodeRecord(p *storedPacket) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(p.Data) + len(p.Sender) + 64)
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(p); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 func (l *boltLog) Close() error {
