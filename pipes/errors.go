@@ -70,6 +70,7 @@ type HubError struct {
 	Message string
 }
 
+// Error returns the hub's message.
 func (e *HubError) Error() string { return "pipes: the hub refused: " + e.Message }
 
 // Is matches the sentinel error of the code.
@@ -109,6 +110,7 @@ type StorageError struct {
 	Err  error
 }
 
+// Error names the operation, the path and the cause.
 func (e *StorageError) Error() string {
 	return fmt.Sprintf("pipes: %s %s: %v", e.Op, e.Path, e.Err)
 }
