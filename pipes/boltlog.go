@@ -65,6 +65,7 @@ type pipelineMeta struct {
 	Count      uint64 `msgpack:"count"`
 	Bytes      int64  `msgpack:"bytes"`
 	Senders    int    `msgpack:"senders"`
+	LastTime   int64  `msgpack:"last_time"` // the time of the last record: times never go back
 }
 
 func (m *pipelineMeta) info(name string) PipelineInfo {
@@ -234,7 +235,12 @@ func (l *boltLog) Append(ctx context.Context, pipeline string, from Sender, entr
 		if v := sendB.Get(key); len(v) >= 8 {
 			hwm, known = binary.BigEndian.Uint64(v), true
 		}
+		// Times never go back, even when the clock does, so that a log's
+		// times are sorted and a time range can be found by bisection.
 		now := time.Now()
+		if last := time.Unix(0, m.LastTime); now.Before(last) {
+			now = last
+		}
 		appended := false
 		for _, e := range entries {
 			if e.N <= hwm {
@@ -258,6 +264,7 @@ func (l *boltLog) Append(ctx context.Context, pipeline string, from Sender, entr
 		if !appended {
 			return nil
 		}
+		m.LastTime = now.UnixNano()
 		if !known {
 			if m.Senders >= l.cfg.MaxSenders {
 				forgot, err := forgetOldestSender(sendB)

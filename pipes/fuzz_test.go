@@ -57,6 +57,8 @@ func FuzzHubRequests(f *testing.F) {
 	f.Add(enc(3, readReply{Packets: []storedPacket{{Seq: 1, Node: []byte{1, 2}, Data: []byte("x")}}, Gap: &wireGap{From: 3, To: 1}}))
 	f.Add(enc(4, openReply{Name: "P", Persistent: true, Epoch: []byte{1}, Last: 1 << 63, MaxPacket: -5}))
 	fuzzHub, fuzzNode, fuzzPipe := fuzzSetup(f)
+	f.Add(enc(5, historyRequest{Pipeline: "P", From: 2, To: 1, Since: 1, Until: -1, Max: 3, Newest: true}))
+	f.Add(enc(5, historyRequest{Pipeline: "P", Since: 1 << 62}))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
@@ -67,7 +69,7 @@ func FuzzHubRequests(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		switch in[0] % 5 {
+		switch in[0] % 6 {
 		case 0:
 			var req openRequest
 			if msgpack.Unmarshal(body, &req) == nil {
@@ -109,6 +111,21 @@ func FuzzHubRequests(f *testing.F) {
 			if msgpack.Unmarshal(body, &reply) == nil {
 				for _, sp := range reply.Packets {
 					fuzzPipe.packet(sp)
+				}
+			}
+		case 5:
+			var req historyRequest
+			if msgpack.Unmarshal(body, &req) == nil {
+				reply, err := fuzzHub.serveHistory(ctx, "fuzz", req)
+				if err == nil {
+					if len(reply.Packets) > fuzzHub.cfg.MaxBatch {
+						t.Fatalf("history returned %d packets", len(reply.Packets))
+					}
+					for i := 1; i < len(reply.Packets); i++ {
+						if reply.Packets[i].Seq <= reply.Packets[i-1].Seq {
+							t.Fatalf("history out of order")
+						}
+					}
 				}
 			}
 		case 4:

@@ -16,6 +16,14 @@ func (h *Hub) mux() *bokbok.Mux {
 	handle(m, methodOpen, h.handleOpen)
 	handle(m, methodPut, h.handlePut)
 	handle(m, methodRead, h.handleRead)
+	handle(m, methodHistory, func(ctx context.Context, req historyRequest) (historyReply, error) {
+		_, user := caller(ctx)
+		return h.serveHistory(ctx, user, req)
+	})
+	handle(m, methodList, func(ctx context.Context, _ struct{}) (listReply, error) {
+		_, user := caller(ctx)
+		return h.serveList(ctx, user)
+	})
 	return m
 }
 

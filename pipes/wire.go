@@ -6,9 +6,11 @@ import "github.com/vmihailenco/msgpack/v5"
 // is a MessagePack map keyed by the field names in the tags; a receiver
 // ignores keys it does not know.
 const (
-	methodOpen = "pipes.open"
-	methodPut  = "pipes.put"
-	methodRead = "pipes.read"
+	methodOpen    = "pipes.open"
+	methodPut     = "pipes.put"
+	methodRead    = "pipes.read"
+	methodHistory = "pipes.history"
+	methodList    = "pipes.list"
 )
 
 // openRequest asks the hub for a pipeline, creating it if Create is set.
@@ -91,4 +93,36 @@ type storedPacket struct {
 	Node   []byte `msgpack:"node"`
 	N      uint64 `msgpack:"n"`
 	Data   []byte `msgpack:"data"`
+}
+
+// historyRequest asks for a page of a persistent pipeline's log: Seqs
+// From to To and hub times Since to Until (Unix nanoseconds), each bound
+// included and 0 for none; the oldest Max of them, or the newest.
+type historyRequest struct {
+	Pipeline string `msgpack:"pipeline"`
+	From     uint64 `msgpack:"from"`
+	To       uint64 `msgpack:"to"`
+	Since    int64  `msgpack:"since"`
+	Until    int64  `msgpack:"until"`
+	Max      int    `msgpack:"max"`
+	Newest   bool   `msgpack:"newest"`
+}
+
+// historyReply holds the page in increasing Seq, and in Next the Seq the
+// next page starts from (a From, or a To for Newest), 0 if none.
+type historyReply struct {
+	Packets []storedPacket `msgpack:"packets"`
+	Next    uint64         `msgpack:"next"`
+	Last    uint64         `msgpack:"last"`
+}
+
+// listReply lists the pipelines the user may read or write.
+type listReply struct {
+	Pipelines []listedPipeline `msgpack:"pipelines"`
+}
+
+type listedPipeline struct {
+	Name       string `msgpack:"name"`
+	Persistent bool   `msgpack:"persistent"`
+	Last       uint64 `msgpack:"last"`
 }
