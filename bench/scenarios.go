@@ -290,33 +290,47 @@ func throughput(ctx context.Context, sys system, o options) (metrics, error) {
 func bulk(ctx context.Context, sys system, o options) (metrics, error) {
 	var n atomic.Int64
 	var elapsed time.Duration
-	err := withClient(ctx, sys, func(c client) error {
-		workers := make([]func(context.Context, *window) error, bigCallers)
-		for i := range workers {
-			workers[i] = countingWorker(c, i, bigSize, &n)
-		}
-		var err error
-		elapsed, err = load(ctx, o, workers...)
-		return err
-	})
+	err := retryLonger(o, func(o options) error {
+		n.Store(0)
+		return withClient(ctx, sys, func(c client) error {
+			workers := make([]func(context.Context, *window) error, bigCallers)
+			for i := range workers {
+				workers[i] = countingWorker(c, i, bigSize, &n)
+			}
+			var err error
+			elapsed, err = load(ctx, o, workers...)
+			return err
+		})
+	}, func() bool { return n.Load() > 0 })
 	if err != nil {
 		return nil, err
 	}
 	return metrics{colMBps: float64(n.Load()) * 2 * bigSize / elapsed.Seconds() / 1e6}, nil
 }
 
+// retryLonger runs measure over the options' window and, while moved
+// reports that no large call completed in it (a short window on a loaded
+// machine), again over a window twice as long, three times at most.
+func retryLonger(o options, measure func(options) error, moved func() bool) error {
+	for try := 1; ; try++ {
+		if err := measure(o); err != nil || moved() || try == 3 {
+			return err
+		}
+		o.duration *= 2
+	}
+}
+
 // (e) Head-of-line blocking: a small caller's latency while big calls
 // share its connection.
 //
 // The small calls' latencies mean something only while large calls move:
-// a window in which none completed (a short window on a loaded machine)
-// is measured again, twice as long, up to three times.
+// a window in which none completed is measured again (see retryLonger).
 func headOfLine(ctx context.Context, sys system, o options) (metrics, error) {
 	var lats []time.Duration
 	var big atomic.Int64
-	for try := 0; try < 3 && big.Load() == 0; try++ {
+	err := retryLonger(o, func(o options) error {
 		lats = nil
-		err := withClient(ctx, sys, func(c client) error {
+		return withClient(ctx, sys, func(c client) error {
 			workers := []func(context.Context, *window) error{latencyWorker(c, 0, smallSize, &lats)}
 			for i := 1; i <= bigCallers; i++ {
 				workers = append(workers, countingWorker(c, i, bigSize, &big))
@@ -324,10 +338,9 @@ func headOfLine(ctx context.Context, sys system, o options) (metrics, error) {
 			_, err := load(ctx, o, workers...)
 			return err
 		})
-		if err != nil {
-			return nil, err
-		}
-		o.duration *= 2
+	}, func() bool { return big.Load() > 0 })
+	if err != nil {
+		return nil, err
 	}
 	if big.Load() == 0 {
 		return nil, errors.New("no large call completed in the measured window")
