@@ -159,7 +159,7 @@ type Hub struct {
 	ownLog bool
 	srv    bokbok.Server
 
-	mu        sync.Mutex // guards pipelines and reads
+	mu        sync.Mutex // guards pipelines, reads and creating
 	pipelines map[string]*hubPipeline
 	reads     map[any]int // reads in progress per connection
 	creating  int         // pipelines being created
