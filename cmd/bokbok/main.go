@@ -73,6 +73,15 @@ func main() {
 // run dispatches to a subcommand and returns the exit code. ctx ends on
 // SIGINT or SIGTERM.
 func run(ctx context.Context, e *env, args []string) int {
+	return dispatch(ctx, e, args, commands(), usage, `bokbok: unknown command %q; run "bokbok help" for the list`)
+}
+
+// dispatch runs the command of cmds that args name, giving it the rest of
+// args: "help COMMAND ..." runs it with --help; no arguments, -h, --help
+// or help alone print the usage (to standard error, exiting 64 with no
+// arguments and 0 otherwise). unknown is the message for a name that is
+// not in cmds, formatted with it.
+func dispatch(ctx context.Context, e *env, args []string, cmds []command, usage func(io.Writer), unknown string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" && len(args) == 1 {
 		usage(e.stderr)
 		if len(args) == 0 {
@@ -84,12 +93,12 @@ func run(ctx context.Context, e *env, args []string) int {
 	if name == "help" {
 		name, rest = args[1], append(args[2:len(args):len(args)], "--help") // "help pipes hub" too
 	}
-	for _, c := range commands() {
+	for _, c := range cmds {
 		if c.name == name {
 			return c.run(ctx, e, rest)
 		}
 	}
-	fmt.Fprintf(e.stderr, "bokbok: unknown command %q; run \"bokbok help\" for the list\n", name)
+	fmt.Fprintf(e.stderr, unknown+"\n", name)
 	return exitUsage
 }
 

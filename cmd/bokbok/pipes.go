@@ -36,24 +36,7 @@ func pipesCommands() []command {
 // runPipes dispatches to a subcommand of "bokbok pipes", as run does to a
 // command.
 func runPipes(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" && len(args) == 1 {
-		pipesUsage(e.stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
-	}
-	name, rest := args[0], args[1:]
-	if name == "help" {
-		name, rest = args[1], append(args[2:len(args):len(args)], "--help")
-	}
-	for _, c := range pipesCommands() {
-		if c.name == name {
-			return c.run(ctx, e, rest)
-		}
-	}
-	fmt.Fprintf(e.stderr, "bokbok pipes: unknown command %q; run \"bokbok pipes --help\" for the list\n", name)
-	return exitUsage
+	return dispatch(ctx, e, args, pipesCommands(), pipesUsage, `bokbok pipes: unknown command %q; run "bokbok pipes --help" for the list`)
 }
 
 // pipesUsage prints the usage of "bokbok pipes": its subcommands.
