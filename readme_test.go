@@ -99,6 +99,7 @@ var readmeImports = map[string]string{
 	"net":     "net",
 	"ocap":    "github.com/bokbok-go/bokbok/ocap",
 	"os":      "os",
+	"pipes":   "github.com/bokbok-go/bokbok/pipes",
 	"signal":  "os/signal",
 	"slog":    "log/slog",
 	"strings": "strings",
@@ -121,6 +122,7 @@ var readmeHarness = []struct{ name, decl string }{
 	{"err", "var err error"},
 	{"Msg", "type Msg struct {\n\tMethod string `msgpack:\"method\"`\n\tArgs   []any  `msgpack:\"args,omitempty\"`\n}"},
 	{"mux", "var mux *bokbok.Mux"},
+	{"node", "var node *pipes.Node"},
 	{"token", "var token string // a secret both sides know"},
 	{"GetRequest", "type GetRequest struct {\n\tKey string `msgpack:\"key\"`\n}"},
 	{"GetReply", "type GetReply struct {\n\tValue   string `msgpack:\"value\"`\n\tVersion int    `msgpack:\"version\"`\n}"},
@@ -288,8 +290,8 @@ func readmeFragment(b readmeBlock, readme string) (map[string]string, error) {
 	}
 
 	var harness strings.Builder
-	harness.WriteString("package frag\n\nimport (\n\t\"context\"\n\n\t\"github.com/bokbok-go/bokbok\"\n)\n\n")
-	harness.WriteString("var (\n\t_ context.Context\n\t_ bokbok.Key\n)\n\n")
+	harness.WriteString("package frag\n\nimport (\n\t\"context\"\n\n\t\"github.com/bokbok-go/bokbok\"\n\t\"github.com/bokbok-go/bokbok/pipes\"\n)\n\n")
+	harness.WriteString("var (\n\t_ context.Context\n\t_ bokbok.Key\n\t_ *pipes.Node\n)\n\n")
 	for _, d := range readmeHarness {
 		if !declared[d.name] {
 			harness.WriteString(d.decl + "\n\n")

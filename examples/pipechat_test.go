@@ -285,6 +285,8 @@ func TestPipechatTransient(t *testing.T) {
 	waitChat(t, bob, "alice", "bob is back")
 	checkLacks(t, "bob's second run", bob.stdout.String(), "while bob is away", "while bob is here")
 	checkMatches(t, "bob's output", bob.stdout.String(), `^\* bob on CHAT \(transient\), connecting to `)
+	say(t, bob, "/history")
+	waitLines(t, bob, bob.stdout, `(?m)^\* #CHAT is transient: it keeps no history$`, 1)
 
 	stopHub(t, hub)
 	waitLines(t, alice, alice.stdout, `(?m)^\* disconnected: .*; messages typed now are not sent$`, 1)
@@ -317,5 +319,134 @@ func TestPipechatUsage(t *testing.T) {
 	out, err := exec.Command(bins["pipechat"], "-hub", "127.0.0.1:1").CombinedOutput()
 	if e, ok := err.(*exec.ExitError); !ok || e.ExitCode() != 2 || !strings.Contains(string(out), "usage: pipechat") {
 		t.Errorf("pipechat without -user: %v, want exit status 2 and a usage line\n%s", err, out)
+	}
+}
+
+// historyLines returns the lines of /history and /search in out: "#SEQ
+// [TIME] SENDER: TEXT", without their times.
+func historyLines(out string) []string {
+	var lines []string
+	for _, m := range regexp.MustCompile(`(?m)^(#\d+) \[\d\d:\d\d:\d\d\] (.*)$`).FindAllStringSubmatch(out, -1) {
+		lines = append(lines, m[1]+" "+m[2])
+	}
+	return lines
+}
+
+// TestPipechatHistory: on a persistent CHAT, /history N prints the last N
+// messages, oldest first, with their numbers, and /search the ones that
+// match.
+func TestPipechatHistory(t *testing.T) {
+	n := newPipeNet(t, true, "alice", "bob")
+	hub := n.startHub(t)
+	alice, bob := n.startUser(t, "alice"), n.startUser(t, "bob")
+	texts := []string{"good morning", "who wants a pineapple", "the third line", "and the fourth"}
+	for _, s := range texts {
+		say(t, alice, s)
+	}
+	waitChat(t, bob, "alice", texts[3]) // all of them are on the hub
+
+	say(t, bob, "/history 2")
+	waitLines(t, bob, bob.stdout, `(?m)^\* the last 2 message\(s\) of #CHAT:$`, 1)
+	waitLines(t, bob, bob.stdout, `(?m)^#4 \[\d\d:\d\d:\d\d\] alice: and the fourth$`, 1)
+	if got, want := strings.Join(historyLines(bob.stdout.String()), "\n"), "#3 alice: the third line\n#4 alice: and the fourth"; got != want {
+		t.Errorf("bob's /history 2 printed:\n%s\nwant:\n%s\n%s", got, want, bob)
+	}
+
+	say(t, bob, "/search PineApple")
+	waitLines(t, bob, bob.stdout, `(?m)^\* 1 message\(s\) of #CHAT match "PineApple", best first:$`, 1)
+	waitLines(t, bob, bob.stdout, `(?m)^#2 \[\d\d:\d\d:\d\d\] alice: who wants a pineapple$`, 1)
+
+	say(t, alice, "/history")
+	waitLines(t, alice, alice.stdout, `(?m)^\* the last 4 message\(s\) of #CHAT:$`, 1)
+	waitLines(t, alice, alice.stdout, `(?m)^#4 \[\d\d:\d\d:\d\d\] alice \(me\): and the fourth$`, 1)
+	say(t, alice, "/nonsense")
+	waitLines(t, alice, alice.stdout, `(?m)^\* unknown command "/nonsense"$`, 1)
+	waitLines(t, alice, alice.stdout, `(?m)^\*   /history \[N\] +print the last N`, 1)
+
+	quit(t, alice)
+	quit(t, bob)
+	stopHub(t, hub)
+}
+
+// TestPipechatChannels: alice and bob join ROOM; bob goes back to CHAT,
+// and alice's line in ROOM reaches him marked with its channel; /channels
+// lists both channels.
+func TestPipechatChannels(t *testing.T) {
+	n := newPipeNet(t, true, "alice", "bob")
+	hub := n.startHub(t)
+	alice, bob := n.startUser(t, "alice"), n.startUser(t, "bob")
+	say(t, bob, "/join ROOM")
+	waitLines(t, bob, bob.stdout, `(?m)^\* now in #ROOM: `, 1)
+	say(t, bob, "/join CHAT")
+	waitLines(t, bob, bob.stdout, `(?m)^\* now in #CHAT: `, 1)
+	say(t, alice, "/join ROOM")
+	waitLines(t, alice, alice.stdout, `(?m)^\* now in #ROOM: `, 1)
+
+	say(t, alice, "in the room")
+	waitLines(t, bob, bob.stdout, `(?m)^#ROOM \[\d\d:\d\d:\d\d\] alice: in the room$`, 1)
+	waitChat(t, alice, "alice", "in the room") // her current channel: no prefix
+	say(t, alice, "/join CHAT")
+	say(t, alice, "back in the chat")
+	waitChat(t, bob, "alice", "back in the chat")
+
+	say(t, bob, "/channels")
+	waitLines(t, bob, bob.stdout, `(?m)^\* 2 channel\(s\), \* the current one:$`, 1)
+	waitLines(t, bob, bob.stdout, `(?m)^\* \* CHAT +persistent +#1 +joined$`, 1)
+	waitLines(t, bob, bob.stdout, `(?m)^\*   ROOM +persistent +#1 +joined$`, 1)
+	checkLacks(t, "bob's output", bob.stdout.String(), "in the room\n#", "#CHAT [")
+
+	quit(t, alice)
+	quit(t, bob)
+	stopHub(t, hub)
+}
+
+// TestPipechatDirect: alice and bob /dm each other into dm:alice+bob, a
+// private end-to-end encrypted channel; lines get across both ways, and
+// its history is read, opened, from the hub, which holds ciphertext only.
+// carol cannot join it.
+func TestPipechatDirect(t *testing.T) {
+	n := newPipeNet(t, true, "alice", "bob", "carol")
+	hub := n.startHub(t)
+	alice, bob, carol := n.startUser(t, "alice"), n.startUser(t, "bob"), n.startUser(t, "carol")
+	say(t, alice, "/dm bob")
+	waitLines(t, alice, alice.stdout, `(?m)^\* now in #dm:alice\+bob, end-to-end encrypted, with bob only: `, 1)
+	say(t, bob, "/dm alice")
+	waitLines(t, bob, bob.stdout, `(?m)^\* now in #dm:alice\+bob, end-to-end encrypted, with alice only: `, 1)
+
+	say(t, alice, "psst bob")
+	waitChat(t, bob, "alice", "psst bob")
+	say(t, bob, "hi alice")
+	waitChat(t, alice, "bob", "hi alice")
+	waitChat(t, alice, "alice", "psst bob")
+
+	say(t, bob, "/history")
+	waitLines(t, bob, bob.stdout, `(?m)^\* the last 2 message\(s\) of #dm:alice\+bob:$`, 1)
+	waitLines(t, bob, bob.stdout, `(?m)^#\d+ \[\d\d:\d\d:\d\d\] bob \(me\): hi alice$`, 1)
+	checkMatches(t, "bob's output", bob.stdout.String(), `(?m)^#\d+ \[\d\d:\d\d:\d\d\] alice: psst bob$`)
+	say(t, alice, "/channels")
+	waitLines(t, alice, alice.stdout, `(?m)^\* \* dm:alice\+bob +encrypted +#\d+ +joined$`, 1)
+
+	say(t, carol, "/join dm:alice+bob")
+	waitLines(t, carol, carol.stdout, `(?m)^\* the hub refuses #dm:alice\+bob: forbidden: .*not a member`, 1)
+	say(t, carol, "/channels")
+	waitLines(t, carol, carol.stdout, `(?m)^\* 1 channel\(s\), `, 1)
+	checkLacks(t, "carol's output", carol.stdout.String(), "psst", "hi alice", "encrypted")
+
+	for _, u := range []*proc{alice, bob, carol} {
+		quit(t, u)
+	}
+	stopHub(t, hub)
+	err := filepath.WalkDir(filepath.Join(n.dir, "hub-data"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if strings.Contains(string(data), "psst") {
+			t.Errorf("the hub's %s holds the plain text of a direct message", path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }

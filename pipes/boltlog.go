@@ -57,19 +57,22 @@ type boltLog struct {
 var bucketPipelines = []byte("pipelines")
 
 type pipelineMeta struct {
-	Persistent bool   `msgpack:"persistent"`
-	Epoch      []byte `msgpack:"epoch"`
-	Created    int64  `msgpack:"created"`
-	First      uint64 `msgpack:"first"`
-	Last       uint64 `msgpack:"last"`
-	Count      uint64 `msgpack:"count"`
-	Bytes      int64  `msgpack:"bytes"`
-	Senders    int    `msgpack:"senders"`
-	LastTime   int64  `msgpack:"last_time"` // the time of the last record: times never go back
+	Persistent bool     `msgpack:"persistent"`
+	Epoch      []byte   `msgpack:"epoch"`
+	Created    int64    `msgpack:"created"`
+	First      uint64   `msgpack:"first"`
+	Last       uint64   `msgpack:"last"`
+	Count      uint64   `msgpack:"count"`
+	Bytes      int64    `msgpack:"bytes"`
+	Senders    int      `msgpack:"senders"`
+	LastTime   int64    `msgpack:"last_time"` // the time of the last record: times never go back
+	Encrypted  bool     `msgpack:"encrypted,omitempty"`
+	Owner      string   `msgpack:"owner,omitempty"`
+	Members    []string `msgpack:"members,omitempty"`
 }
 
 func (m *pipelineMeta) info(name string) PipelineInfo {
-	in := PipelineInfo{Name: name, Persistent: m.Persistent, First: m.First, Last: m.Last}
+	in := PipelineInfo{PipelineSpec: PipelineSpec{Name: name, Persistent: m.Persistent, Encrypted: m.Encrypted, Owner: m.Owner, Members: m.Members}, First: m.First, Last: m.Last}
 	copy(in.Epoch[:], m.Epoch)
 	return in
 }
@@ -177,7 +180,8 @@ func (l *boltLog) Info(ctx context.Context, name string) (PipelineInfo, error) {
 	return info, storageErr(l.cfg.Path, "read", err)
 }
 
-func (l *boltLog) Create(ctx context.Context, name string, persistent bool) (PipelineInfo, error) {
+func (l *boltLog) Create(ctx context.Context, spec PipelineSpec) (PipelineInfo, error) {
+	name, persistent := spec.Name, spec.Persistent
 	var info PipelineInfo
 	err := l.w.write(func(tx *bolt.Tx) error {
 		if m, err := getMeta(tx, name); err == nil {
@@ -186,7 +190,7 @@ func (l *boltLog) Create(ctx context.Context, name string, persistent bool) (Pip
 		} else if !errors.Is(err, ErrUnknownPipeline) {
 			return err
 		}
-		m := &pipelineMeta{Persistent: persistent, Epoch: make([]byte, 16), Created: time.Now().UnixNano(), First: 1}
+		m := &pipelineMeta{Persistent: persistent, Encrypted: spec.Encrypted, Owner: spec.Owner, Members: spec.Members, Epoch: make([]byte, 16), Created: time.Now().UnixNano(), First: 1}
 		rand.Read(m.Epoch)
 		if persistent {
 			if _, err := tx.CreateBucketIfNotExists(logBucket(name)); err != nil {
@@ -196,6 +200,20 @@ func (l *boltLog) Create(ctx context.Context, name string, persistent bool) (Pip
 				return err
 			}
 		}
+		info = m.info(name)
+		return putMeta(tx, name, m)
+	})
+	return info, err
+}
+
+func (l *boltLog) SetMembers(ctx context.Context, name string, members []string) (PipelineInfo, error) {
+	var info PipelineInfo
+	err := l.w.write(func(tx *bolt.Tx) error {
+		m, err := getMeta(tx, name)
+		if err != nil {
+			return err
+		}
+		m.Members = members
 		info = m.info(name)
 		return putMeta(tx, name, m)
 	})

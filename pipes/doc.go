@@ -39,6 +39,20 @@
 //     never silently skipped: the pipeline's OnGap is called with the
 //     range of sequence numbers the node will not see.
 //
+// Beyond delivery, a node reads a persistent pipeline's history
+// (Pipeline.History), searches it by words (Pipeline.Search: full text,
+// ranked, on the hub's index), and lists the pipelines it may use
+// (Node.Pipelines). A pipeline created with members is private: the hub
+// refuses everyone else. An encrypted pipeline is private and its
+// packets are sealed by its members under keys the hub never sees (see
+// PipelineOptions.Encrypted and Pipeline.Rotate); its search runs on the
+// node's own copy.
+//
+// A hub keeps its pipelines in a Log: by default an embedded database in
+// its directory. Several hubs can serve one network from a SharedLog; a
+// node given their addresses (NodeConfig.Hubs) moves to another when its
+// hub goes away, and carries on.
+//
 // The hub's wire protocol, its limits and the duties of a node are
 // specified in PROTOCOL.md §21, for nodes and hubs written in other
 // languages.

@@ -131,7 +131,7 @@ func FuzzHubRequests(f *testing.F) {
 		case 4:
 			var reply openReply
 			if msgpack.Unmarshal(body, &reply) == nil {
-				p := newPipeline(fuzzNode, "F", true)
+				p := newPipeline(fuzzNode, "F", pipelineKind{Persistent: true})
 				p.hubOpened(reply)
 			}
 		}

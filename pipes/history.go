@@ -34,7 +34,8 @@ type HistoryPage struct {
 // History returns a page of the pipeline's log, read from the hub: the
 // packets still held (see Retention) that the query selects. The node
 // must be connected (bokbok.ErrNotConnected otherwise), and the pipeline
-// persistent (ErrKindMismatch otherwise).
+// persistent (ErrKindMismatch otherwise). On an encrypted pipeline, the
+// page holds the packets that the keys this node holds open, opened.
 func (p *Pipeline) History(ctx context.Context, q HistoryQuery) (HistoryPage, error) {
 	if !p.persistent {
 		return HistoryPage{}, fmt.Errorf("%w: %q is transient: it has no history", ErrKindMismatch, p.name)
@@ -54,9 +55,19 @@ func (p *Pipeline) History(ctx context.Context, q HistoryQuery) (HistoryPage, er
 	if err := s.conn.Invoke(ctx, methodHistory, req, &reply); err != nil {
 		return HistoryPage{}, hubError(err)
 	}
-	page := HistoryPage{Last: reply.Last, Packets: make([]Packet, len(reply.Packets))}
-	for i, sp := range reply.Packets {
-		page.Packets[i] = p.packet(sp)
+	page := HistoryPage{Last: reply.Last, Packets: make([]Packet, 0, len(reply.Packets))}
+	for _, sp := range reply.Packets {
+		if p.encrypted {
+			// Only sealed packets, opened with the keys this node holds.
+			var err error
+			if len(sp.Data) == 0 || sp.Data[0] != packetSealed {
+				continue
+			}
+			if sp.Data, err = p.unseal(sp.Data); err != nil {
+				continue
+			}
+		}
+		page.Packets = append(page.Packets, p.packet(sp))
 	}
 	if reply.Next != 0 {
 		next := q
@@ -92,22 +103,23 @@ const historyScan = 16 * DefaultMaxBatch
 
 // serveHistory answers pipes.history for an authenticated user.
 func (h *Hub) serveHistory(ctx context.Context, user string, req historyRequest) (historyReply, error) {
-	p, err := h.pipeline(user, req.Pipeline, AccessRead)
+	p, err := h.pipeline(ctx, user, req.Pipeline, AccessRead)
 	if err != nil {
 		return historyReply{}, remoteErr(err)
 	}
 	if !p.info.Persistent {
 		return historyReply{}, remoteErr(fmt.Errorf("%w: %q is transient: it has no history", ErrKindMismatch, req.Pipeline))
 	}
-	hl, ok := h.log.(historyLog)
-	if !ok {
-		return historyReply{}, remoteErr(fmt.Errorf("%w: this hub's log keeps no history", ErrStorage))
-	}
 	max := req.Max
 	if max <= 0 || max > h.cfg.MaxBatch {
 		max = h.cfg.MaxBatch
 	}
-	reply, err := hl.history(req, max, h.cfg.MaxReadBytes, historyScan)
+	var reply historyReply
+	if hl, ok := h.log.(historyLog); ok {
+		reply, err = hl.history(req, max, h.cfg.MaxReadBytes, historyScan)
+	} else {
+		reply, err = logHistory(ctx, h.log, req, max, h.cfg.MaxReadBytes, historyScan)
+	}
 	if err != nil {
 		return historyReply{}, remoteErr(err)
 	}
@@ -121,6 +133,17 @@ type historyLog interface {
 
 // listReply names the pipelines a user may use.
 func (h *Hub) serveList(ctx context.Context, user string) (listReply, error) {
+	if h.shared { // pipelines other hubs created
+		infos, err := h.log.Pipelines(ctx)
+		if err != nil {
+			return listReply{}, remoteErr(err)
+		}
+		for _, in := range infos {
+			if _, err := h.lookup(ctx, in.Name); err != nil {
+				return listReply{}, remoteErr(err)
+			}
+		}
+	}
 	h.mu.Lock()
 	ps := make([]*hubPipeline, 0, len(h.pipelines))
 	for _, p := range h.pipelines {
@@ -129,10 +152,10 @@ func (h *Hub) serveList(ctx context.Context, user string) (listReply, error) {
 	h.mu.Unlock()
 	var reply listReply
 	for _, p := range ps {
-		if h.authorize(user, p.info.Name, AccessRead) != nil && h.authorize(user, p.info.Name, AccessWrite) != nil {
+		if h.allowed(user, p, AccessRead) != nil && h.allowed(user, p, AccessWrite) != nil {
 			continue
 		}
-		lp := listedPipeline{Name: p.info.Name, Persistent: p.info.Persistent}
+		lp := listedPipeline{Name: p.info.Name, Persistent: p.info.Persistent, Encrypted: p.info.Encrypted, Members: p.memberList()}
 		if p.ring != nil {
 			lp.Last = p.ring.lastSeq()
 		} else if in, err := h.log.Info(ctx, p.info.Name); err == nil {
@@ -148,7 +171,9 @@ func (h *Hub) serveList(ctx context.Context, user string) (listReply, error) {
 type ListedPipeline struct {
 	Name       string
 	Persistent bool
-	Last       uint64 // the last Seq given in it
+	Encrypted  bool     // sealed by its members; the hub holds ciphertext only
+	Members    []string // a private pipeline's members; none for an open one
+	Last       uint64   // the last Seq given in it
 }
 
 // Pipelines lists the pipelines of the hub this node's user may read or
@@ -166,7 +191,7 @@ func (n *Node) Pipelines(ctx context.Context) ([]ListedPipeline, error) {
 	}
 	out := make([]ListedPipeline, len(reply.Pipelines))
 	for i, lp := range reply.Pipelines {
-		out[i] = ListedPipeline{Name: lp.Name, Persistent: lp.Persistent, Last: lp.Last}
+		out[i] = ListedPipeline{Name: lp.Name, Persistent: lp.Persistent, Encrypted: lp.Encrypted, Members: lp.Members, Last: lp.Last}
 	}
 	return out, nil
 }

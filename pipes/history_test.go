@@ -208,11 +208,11 @@ func TestNodeListsThePipelinesItMayUse(t *testing.T) {
 	require.NoError(t, alice.Flush(ctx))
 	list, err := alice.Pipelines(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, []ListedPipeline{{"CHAT", true, 1}, {"LIVE", false, 0}, {"STAFF", true, 1}}, list)
+	assert.Equal(t, []ListedPipeline{{Name: "CHAT", Persistent: true, Last: 1}, {Name: "LIVE"}, {Name: "STAFF", Persistent: true, Last: 1}}, list)
 
 	eve := openNode(t, keys, "eve", hub.addr, "")
 	require.Eventually(t, eve.Connected, 10*time.Second, 10*time.Millisecond)
 	list, err = eve.Pipelines(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, []ListedPipeline{{"CHAT", true, 1}, {"LIVE", false, 0}}, list)
+	assert.Equal(t, []ListedPipeline{{Name: "CHAT", Persistent: true, Last: 1}, {Name: "LIVE"}}, list)
 }

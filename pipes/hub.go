@@ -39,13 +39,27 @@ func (a Access) String() string {
 // required; every other zero field takes the default named in its
 // comment.
 type HubConfig struct {
-	// Dir holds the hub's embedded log (the file hub.db), created if
-	// missing. Ignored if Log is set.
+	// Dir holds the hub's embedded log (the file hub.db) and its search
+	// index (index.db, rebuilt from the log if lost), created if missing.
+	// With Log set, Dir is optional and holds only the index.
 	Dir string
 
 	// Log, if set, stores the pipelines instead of the embedded log in
 	// Dir. The hub does not close it.
 	Log Log
+
+	// NoSearch turns the search index off: searches fail with ErrStorage.
+	NoSearch bool
+
+	// SearchText returns the text of a packet that searches find it by.
+	// Nil indexes the packet's data if it is UTF-8 text, or the string
+	// values of a JSON object.
+	SearchText func(pipeline string, data []byte) string
+
+	// SearchPostings bounds the packets one search ranks per query word:
+	// for a word found in more packets, the newest are ranked. Default
+	// DefaultSearchPostings.
+	SearchPostings int
 
 	// Retention bounds the persistent pipelines' logs of Dir's log.
 	Retention Retention
@@ -135,6 +149,10 @@ func (c *HubConfig) setDefaults() {
 	def(&c.MaxReadsPerConn, DefaultMaxReadsPerConn)
 	def(&c.TransientWindow, DefaultTransientWindow)
 	def(&c.TransientBytes, DefaultTransientBytes)
+	def(&c.SearchPostings, DefaultSearchPostings)
+	if c.SearchText == nil {
+		c.SearchText = searchText
+	}
 	if c.TransientMemory <= 0 {
 		c.TransientMemory = DefaultTransientMemory
 	}
@@ -154,10 +172,13 @@ func (c *HubConfig) setDefaults() {
 // reads. It owns a bokbok server and, unless given a Log, its embedded
 // log.
 type Hub struct {
-	cfg    HubConfig
-	log    Log
-	ownLog bool
-	srv    bokbok.Server
+	cfg       HubConfig
+	log       Log
+	ownLog    bool
+	shared    bool         // log is a SharedLog: other hubs use it too
+	stopWatch func()       // ends the SharedLog's Watch
+	index     *searchIndex // nil without one
+	srv       bokbok.Server
 
 	mu        sync.Mutex // guards pipelines, reads and creating
 	pipelines map[string]*hubPipeline
@@ -174,11 +195,25 @@ type Hub struct {
 
 // hubPipeline is a pipeline as the hub holds it in memory.
 type hubPipeline struct {
-	info PipelineInfo
-	ring *ring // transient pipelines only
+	info PipelineInfo // as created; its members are in members
+	ring *ring        // transient pipelines of a hub's own log only
 
-	mu     sync.Mutex    // guards notify
-	notify chan struct{} // closed when a packet is appended, then replaced
+	mu      sync.Mutex    // guards notify, members and stale
+	notify  chan struct{} // closed when a packet is appended, then replaced
+	members []string      // sorted; none for an open pipeline
+	stale   bool          // another hub changed the members: read them again
+}
+
+func (p *hubPipeline) memberList() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.members
+}
+
+func (p *hubPipeline) setMembers(ms []string) {
+	p.mu.Lock()
+	p.members, p.stale = ms, false
+	p.mu.Unlock()
 }
 
 func (p *hubPipeline) changed() <-chan struct{} {
@@ -213,6 +248,8 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		}
 		h.log, h.ownLog = l, true
 	}
+	sl, shared := h.log.(SharedLog)
+	h.shared = shared
 	infos, err := h.log.Pipelines(context.Background())
 	if err != nil {
 		h.closeLog()
@@ -220,6 +257,19 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	}
 	for _, in := range infos {
 		h.pipelines[in.Name] = h.newPipeline(in)
+	}
+	if !cfg.NoSearch && cfg.Dir != "" {
+		path, err := dataFile(cfg.Dir, "index.db")
+		if err == nil {
+			h.index, err = openSearchIndex(path, h.log, cfg.SearchText)
+		}
+		if err != nil {
+			h.closeLog()
+			return nil, err
+		}
+	}
+	if shared {
+		h.stopWatch = sl.Watch(h.watched)
 	}
 	conn := cfg.Conn
 	conn.Handler = h.mux()
@@ -241,8 +291,8 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 }
 
 func (h *Hub) newPipeline(in PipelineInfo) *hubPipeline {
-	p := &hubPipeline{info: in, notify: make(chan struct{})}
-	if !in.Persistent {
+	p := &hubPipeline{info: in, notify: make(chan struct{}), members: in.Members}
+	if !in.Persistent && !h.shared {
 		p.ring = newRing(h.cfg.TransientWindow, h.cfg.TransientBytes, &h.transientBytes, h.cfg.TransientMemory)
 	}
 	return p
@@ -310,6 +360,14 @@ func (h *Hub) Close() error {
 		close(h.quit)
 		err = h.srv.Close()
 		h.srv.Wait()
+		if h.stopWatch != nil {
+			h.stopWatch()
+		}
+		if h.index != nil {
+			if cerr := h.index.close(); err == nil {
+				err = cerr
+			}
+		}
 		<-h.trimDone
 		if cerr := h.closeLog(); err == nil {
 			err = cerr
@@ -323,6 +381,62 @@ func (h *Hub) closeLog() error {
 		return h.log.Close()
 	}
 	return nil
+}
+
+// watched takes a change another hub (or this one) made to a shared log:
+// reads of the pipeline look again, and changed members are read again
+// at the next request. A pipeline this hub has not seen yet is looked up
+// when a node first asks for it.
+func (h *Hub) watched(c Change) {
+	h.mu.Lock()
+	p := h.pipelines[c.Pipeline]
+	h.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if c.Meta {
+		p.mu.Lock()
+		p.stale = true
+		p.mu.Unlock()
+	} else if h.index != nil && p.info.Persistent {
+		h.index.changed(c.Pipeline)
+	}
+	p.wake()
+}
+
+// lookup returns the pipeline name: as this hub holds it, or, with a
+// shared log, as the log has it (another hub created it, or changed its
+// members).
+func (h *Hub) lookup(ctx context.Context, name string) (*hubPipeline, error) {
+	h.mu.Lock()
+	p := h.pipelines[name]
+	h.mu.Unlock()
+	if p != nil {
+		p.mu.Lock()
+		stale := p.stale
+		p.mu.Unlock()
+		if !stale {
+			return p, nil
+		}
+	}
+	if !h.shared {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownPipeline, name)
+	}
+	in, err := h.log.Info(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if p != nil {
+		p.setMembers(in.Members)
+		return p, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p = h.pipelines[name]; p == nil {
+		p = h.newPipeline(in)
+		h.pipelines[name] = p
+	}
+	return p, nil
 }
 
 // authorize asks the configured Authorize.

@@ -2,6 +2,7 @@ package pipes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 	"unicode"
@@ -23,6 +24,14 @@ func (h *Hub) mux() *bokbok.Mux {
 	handle(m, methodList, func(ctx context.Context, _ struct{}) (listReply, error) {
 		_, user := caller(ctx)
 		return h.serveList(ctx, user)
+	})
+	handle(m, methodMembers, func(ctx context.Context, req membersRequest) (openReply, error) {
+		_, user := caller(ctx)
+		return h.serveMembers(ctx, user, req)
+	})
+	handle(m, methodSearch, func(ctx context.Context, req searchRequest) (searchReply, error) {
+		_, user := caller(ctx)
+		return h.serveSearch(ctx, user, req)
 	})
 	return m
 }
@@ -81,14 +90,23 @@ func (h *Hub) serveOpen(ctx context.Context, user string, req openRequest) (open
 	if err != nil {
 		return openReply{}, remoteErr(err)
 	}
+	return h.openReplyOf(ctx, p)
+}
+
+// openReplyOf describes p as it is now.
+func (h *Hub) openReplyOf(ctx context.Context, p *hubPipeline) (openReply, error) {
 	in := p.info
 	if p.ring != nil {
 		in.Last = p.ring.lastSeq()
 		in.First = in.Last + 1
-	} else if in, err = h.log.Info(ctx, in.Name); err != nil {
-		return openReply{}, remoteErr(err)
+	} else {
+		var err error
+		if in, err = h.log.Info(ctx, in.Name); err != nil {
+			return openReply{}, remoteErr(err)
+		}
 	}
-	return openReply{Name: in.Name, Persistent: in.Persistent, Epoch: in.Epoch[:], First: in.First, Last: in.Last, MaxPacket: h.cfg.MaxPacketSize, MaxBatch: h.cfg.MaxBatch}, nil
+	return openReply{Name: in.Name, Persistent: in.Persistent, Epoch: in.Epoch[:], First: in.First, Last: in.Last, MaxPacket: h.cfg.MaxPacketSize, MaxBatch: h.cfg.MaxBatch,
+		Encrypted: in.Encrypted, Owner: in.Owner, Members: p.memberList()}, nil
 }
 
 func (h *Hub) open(ctx context.Context, user string, req openRequest) (*hubPipeline, error) {
@@ -100,15 +118,23 @@ func (h *Hub) open(ctx context.Context, user string, req openRequest) (*hubPipel
 			return nil, err
 		}
 	}
-	h.mu.Lock()
-	p := h.pipelines[req.Name]
-	h.mu.Unlock()
+	p, err := h.lookup(ctx, req.Name)
+	if err != nil && !errors.Is(err, ErrUnknownPipeline) {
+		return nil, err
+	}
 	if p == nil {
 		if !req.Create {
 			return nil, fmt.Errorf("%w: %q", ErrUnknownPipeline, req.Name)
 		}
 		if err := h.authorize(user, req.Name, AccessCreate); err != nil {
 			return nil, err
+		}
+		ms, err := members(user, req.Members)
+		if err != nil {
+			return nil, err
+		}
+		if req.Encrypted && (!req.Persistent || len(ms) == 0) {
+			return nil, fmt.Errorf("%w: an encrypted pipeline is persistent and private", ErrBadRequest)
 		}
 		// Reserve the pipeline's place before creating it, so that
 		// concurrent creations cannot pass MaxPipelines together.
@@ -119,7 +145,7 @@ func (h *Hub) open(ctx context.Context, user string, req openRequest) (*hubPipel
 		}
 		h.creating++
 		h.mu.Unlock()
-		in, err := h.log.Create(ctx, req.Name, req.Persistent)
+		in, err := h.log.Create(ctx, PipelineSpec{Name: req.Name, Persistent: req.Persistent, Encrypted: req.Encrypted, Owner: user, Members: ms})
 		h.mu.Lock()
 		h.creating--
 		h.mu.Unlock()
@@ -134,10 +160,22 @@ func (h *Hub) open(ctx context.Context, user string, req openRequest) (*hubPipel
 		}
 		h.mu.Unlock()
 	}
-	if p.info.Persistent != req.Persistent {
-		return nil, fmt.Errorf("%w: %q is %s", ErrKindMismatch, req.Name, kindName(p.info.Persistent))
+	if err := h.allowed(user, p, AccessRead); err != nil {
+		if err2 := h.allowed(user, p, AccessWrite); err2 != nil {
+			return nil, err
+		}
+	}
+	if p.info.Persistent != req.Persistent || p.info.Encrypted != req.Encrypted {
+		return nil, fmt.Errorf("%w: %q is %s", ErrKindMismatch, req.Name, kindOf(p.info))
 	}
 	return p, nil
+}
+
+func kindOf(in PipelineInfo) string {
+	if in.Encrypted {
+		return "encrypted"
+	}
+	return kindName(in.Persistent)
 }
 
 func kindName(persistent bool) string {
@@ -148,14 +186,12 @@ func kindName(persistent bool) string {
 }
 
 // pipeline returns an existing pipeline the user may access.
-func (h *Hub) pipeline(user, name string, a Access) (*hubPipeline, error) {
-	h.mu.Lock()
-	p := h.pipelines[name]
-	h.mu.Unlock()
-	if p == nil {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownPipeline, name)
+func (h *Hub) pipeline(ctx context.Context, user, name string, a Access) (*hubPipeline, error) {
+	p, err := h.lookup(ctx, name)
+	if err != nil {
+		return nil, err
 	}
-	if err := h.authorize(user, name, a); err != nil {
+	if err := h.allowed(user, p, a); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -163,7 +199,7 @@ func (h *Hub) pipeline(user, name string, a Access) (*hubPipeline, error) {
 
 // servePut answers pipes.put for an authenticated user.
 func (h *Hub) servePut(ctx context.Context, user string, req putRequest) (putReply, error) {
-	p, err := h.pipeline(user, req.Pipeline, AccessWrite)
+	p, err := h.pipeline(ctx, user, req.Pipeline, AccessWrite)
 	if err != nil {
 		return putReply{}, remoteErr(err)
 	}
@@ -196,6 +232,9 @@ func (h *Hub) servePut(ctx context.Context, user string, req putRequest) (putRep
 		return putReply{}, remoteErr(err)
 	}
 	p.wake()
+	if h.index != nil && p.ring == nil && !h.shared {
+		h.index.changed(req.Pipeline) // a shared log's Watch tells it
+	}
 	reply := putReply{Acks: make([]wireAck, len(acks))}
 	for i, a := range acks {
 		reply.Acks[i] = wireAck{Seq: a.Seq, Dup: a.Dup}
@@ -211,7 +250,7 @@ func (h *Hub) servePut(ctx context.Context, user string, req putRequest) (putRep
 // packets returns empty when drain closes (the connection is shutting
 // down) or the hub begins to.
 func (h *Hub) serveRead(ctx context.Context, c any, drain <-chan struct{}, user string, req readRequest) (any, error) {
-	p, err := h.pipeline(user, req.Pipeline, AccessRead)
+	p, err := h.pipeline(ctx, user, req.Pipeline, AccessRead)
 	if err != nil {
 		return nil, remoteErr(err)
 	}
@@ -240,6 +279,9 @@ func (h *Hub) serveRead(ctx context.Context, c any, drain <-chan struct{}, user 
 	raw, _ := h.log.(*boltLog)
 	for {
 		changed := p.changed()
+		if err := h.allowed(user, p, AccessRead); err != nil {
+			return nil, remoteErr(err) // the members changed while it waited
+		}
 		if raw != nil && p.ring == nil {
 			recs, gap, last, err := raw.readRaw(req.Pipeline, req.After, max, h.cfg.MaxReadBytes)
 			if err != nil {
@@ -299,7 +341,7 @@ func readReplyOf(res ReadResult) readReply {
 		r.Gap = &wireGap{From: res.Gap.From, To: res.Gap.To}
 	}
 	for i, rec := range res.Records {
-		r.Packets[i] = storedPacket{Seq: rec.Seq, Time: rec.Time.UnixNano(), Sender: rec.Sender.User, Node: rec.Sender.Node[:], N: rec.N, Data: rec.Data}
+		r.Packets[i] = packetOf(rec)
 	}
 	return r
 }

@@ -19,7 +19,11 @@ type Log interface {
 	// Create records a new pipeline with a fresh random epoch and returns
 	// it, or returns the existing pipeline of that name unchanged,
 	// whatever its kind.
-	Create(ctx context.Context, name string, persistent bool) (PipelineInfo, error)
+	Create(ctx context.Context, spec PipelineSpec) (PipelineInfo, error)
+
+	// SetMembers replaces the members of a private pipeline and returns
+	// the pipeline; ErrUnknownPipeline if there is none.
+	SetMembers(ctx context.Context, name string, members []string) (PipelineInfo, error)
 
 	// Append appends the entries of one sender to a persistent pipeline,
 	// durably, before it returns, and returns one Ack per entry. Entries
@@ -46,13 +50,45 @@ type Log interface {
 	Close() error
 }
 
-// PipelineInfo describes a pipeline of a Log.
-type PipelineInfo struct {
+// PipelineSpec is what a pipeline is created with.
+type PipelineSpec struct {
 	Name       string
 	Persistent bool
-	Epoch      [16]byte // random, chosen when the pipeline was created
-	First      uint64   // the first Seq still held; Last+1 when none is
-	Last       uint64   // the last Seq appended; 0 before the first
+	Encrypted  bool     // its packets are sealed by its members (see PipelineOptions)
+	Owner      string   // the user who created it
+	Members    []string // the users who may use it (the owner among them); none for every user
+}
+
+// PipelineInfo describes a pipeline of a Log.
+type PipelineInfo struct {
+	PipelineSpec
+	Epoch [16]byte // random, chosen when the pipeline was created
+	First uint64   // the first Seq still held; Last+1 when none is
+	Last  uint64   // the last Seq appended; 0 before the first
+}
+
+// Private reports whether the pipeline names its members.
+func (in *PipelineInfo) Private() bool { return len(in.Members) > 0 }
+
+// SharedLog is a Log that several hubs use at once, so that a node may
+// connect to any of them. A hub with a SharedLog keeps transient
+// pipelines in it too (Read reports a Gap past what it holds), and learns
+// from Watch what the other hubs change.
+type SharedLog interface {
+	Log
+
+	// Watch calls f for every change any hub makes to the log, until stop
+	// is called: a pipeline created or its members changed (Meta), or
+	// packets appended. Calls may be coalesced or come late, never lost
+	// while the log is connected; f must return quickly and may be called
+	// from several goroutines. stop returns once no call is in progress.
+	Watch(f func(Change)) (stop func())
+}
+
+// Change is what Watch reports.
+type Change struct {
+	Pipeline string
+	Meta     bool // the pipeline was created, or its members changed
 }
 
 // Sender is the author of entries: the authenticated user and the node.

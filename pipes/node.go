@@ -23,6 +23,10 @@ type NodeConfig struct {
 	// Hub is the hub's address (see bokbok.ParseAddr).
 	Hub string
 
+	// Hubs are the addresses of further hubs that share one log with Hub
+	// (see SharedLog): when the node cannot reach one, it tries the next.
+	Hubs []string
+
 	// User and Key are the node's identity on the network: the hub's keys
 	// file must give Key to User.
 	User string
@@ -61,6 +65,17 @@ type NodeConfig struct {
 	// the outbox. Nil logs it at Error level.
 	OnRefused func(p RefusedPacket)
 
+	// TrustKey, if set, is asked before the node seals an encrypted
+	// pipeline's key to a member node's box key, and before it takes a
+	// key sealed by one (see Node.PublicKey): returning false refuses the
+	// key. Nil trusts the keys the hub forwards from members.
+	TrustKey func(user string, key [32]byte) bool
+
+	// MaxCopy bounds the packets of each encrypted pipeline that the node
+	// keeps, opened, for searches; the oldest go first. Default
+	// DefaultMaxCopy.
+	MaxCopy int
+
 	// Client holds the settings of the connection to the hub (backoff,
 	// dialer, limits); its User, Key, Realm and OnConnect are the node's.
 	Client bokbok.ClientConfig
@@ -81,6 +96,7 @@ type RefusedPacket struct {
 const (
 	DefaultMaxOutboxBytes   = 256 << 20
 	DefaultMaxOutboxPackets = 1 << 20
+	DefaultMaxCopy          = 1 << 20
 )
 
 // Node is one member of a network: it keeps its identity, outbox and
@@ -91,6 +107,8 @@ type Node struct {
 	store *nodeStore
 	cl    *bokbok.Client
 	log   *slog.Logger
+
+	boxPub, boxPriv [32]byte // the node's box key pair, for encrypted pipelines
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -123,6 +141,9 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	if cfg.MaxCopy <= 0 {
+		cfg.MaxCopy = DefaultMaxCopy
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -135,13 +156,17 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, store: store, log: cfg.Logger, pipelines: map[string]*Pipeline{}, kick: make(chan struct{}, 1), outboxPut: make(chan struct{}, 1)}
+	if n.boxPub, n.boxPriv, err = store.boxKeys(); err != nil {
+		store.close()
+		return nil, err
+	}
 	kinds, err := store.kinds()
 	if err != nil {
 		store.close()
 		return nil, err
 	}
-	for name, persistent := range kinds {
-		if _, err := n.addPipeline(name, persistent); err != nil {
+	for name, kind := range kinds {
+		if _, err := n.addPipeline(name, kind); err != nil {
 			store.close()
 			return nil, err
 		}
@@ -151,6 +176,13 @@ func OpenNode(cfg NodeConfig) (*Node, error) {
 	cc.Key, cc.User, cc.Realm = &key, cfg.User, cfg.Realm
 	if cc.Logger == nil {
 		cc.Logger = cfg.Logger
+	}
+	if len(cfg.Hubs) > 0 {
+		if err := checkHubs(cfg.Hubs); err != nil {
+			store.close()
+			return nil, err
+		}
+		cc.Dial = rotateHubs(cfg.Hub, cfg.Hubs, cc.Dial)
 	}
 	n.cl, err = bokbok.NewClient(cfg.Hub, &cc)
 	if err != nil {
@@ -223,9 +255,24 @@ type PipelineOptions struct {
 	OnGap func(Gap)
 
 	// OnError, if set, is told when the hub refuses the pipeline (for
-	// example ErrForbidden or ErrKindMismatch). The node tries again on
-	// its next connection; packets put meanwhile stay in the outbox.
+	// example ErrForbidden or ErrKindMismatch; the node tries again on its
+	// next connection, and packets put meanwhile stay in the outbox), and,
+	// on an encrypted pipeline, of each packet the node cannot open
+	// (ErrNoKey). Nil logs them.
 	OnError func(error)
+
+	// Members, when the pipeline is created, makes it private: only these
+	// users (and the creating user, its owner) may read it, write it or
+	// read its history; the hub refuses everyone else. Ignored for a
+	// pipeline that exists; see Pipeline.SetMembers.
+	Members []string
+
+	// Encrypted makes the pipeline end-to-end encrypted: its members seal
+	// every packet with NaCl secretbox under a pipeline key that the hub
+	// never sees (see Pipeline.Rotate), so the hub stores and forwards
+	// ciphertext only. An encrypted pipeline is persistent and private:
+	// it needs Persistent, and Members to create it.
+	Encrypted bool
 }
 
 // Pipeline opens the pipeline name, creating it if needed, on this node
@@ -239,10 +286,14 @@ func (n *Node) Pipeline(name string, opts *PipelineOptions) (*Pipeline, error) {
 	if opts != nil {
 		o = *opts
 	}
-	if err := n.store.addPipeline(name, o.Persistent); err != nil {
+	if o.Encrypted && !o.Persistent {
+		return nil, fmt.Errorf("%w: an encrypted pipeline is persistent", ErrBadRequest)
+	}
+	kind := pipelineKind{Persistent: o.Persistent, Encrypted: o.Encrypted, Members: o.Members}
+	if err := n.store.addPipeline(name, kind); err != nil {
 		return nil, err
 	}
-	p, err := n.addPipeline(name, o.Persistent)
+	p, err := n.addPipeline(name, kind)
 	if err != nil {
 		return nil, err
 	}
@@ -256,17 +307,22 @@ func (n *Node) Pipeline(name string, opts *PipelineOptions) (*Pipeline, error) {
 	return p, nil
 }
 
-func (n *Node) addPipeline(name string, persistent bool) (*Pipeline, error) {
+func (n *Node) addPipeline(name string, kind pipelineKind) (*Pipeline, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if p := n.pipelines[name]; p != nil {
-		if p.persistent != persistent {
-			return nil, fmt.Errorf("%w: %q is %s", ErrKindMismatch, name, kindName(p.persistent))
+		if p.persistent != kind.Persistent || p.encrypted != kind.Encrypted {
+			return nil, fmt.Errorf("%w: %q is %s", ErrKindMismatch, name, pipelineKind{Persistent: p.persistent, Encrypted: p.encrypted})
 		}
 		return p, nil
 	}
-	p := newPipeline(n, name, persistent)
-	if persistent {
+	p := newPipeline(n, name, kind)
+	if kind.Encrypted {
+		if err := p.loadE2E(); err != nil {
+			return nil, err
+		}
+	}
+	if kind.Persistent {
 		c, err := n.store.cursor(name)
 		if err != nil {
 			return nil, err

@@ -45,7 +45,9 @@ var (
 func outboxBucket(name string) []byte { return append([]byte("outbox/"), name...) }
 
 type pipelineKind struct {
-	Persistent bool `msgpack:"persistent"`
+	Persistent bool     `msgpack:"persistent"`
+	Encrypted  bool     `msgpack:"encrypted,omitempty"`
+	Members    []string `msgpack:"members,omitempty"` // asked for when the pipeline is created
 }
 
 type cursorValue struct {
@@ -109,7 +111,7 @@ func openNodeStore(path, user string, maxBytes int64, maxPackets int, noSync boo
 
 // addPipeline records a pipeline's kind, or checks it against the one
 // recorded.
-func (s *nodeStore) addPipeline(name string, persistent bool) error {
+func (s *nodeStore) addPipeline(name string, kind pipelineKind) error {
 	return s.w.write(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKinds)
 		if v := b.Get([]byte(name)); v != nil {
@@ -117,16 +119,16 @@ func (s *nodeStore) addPipeline(name string, persistent bool) error {
 			if err := msgpack.Unmarshal(v, &k); err != nil {
 				return err
 			}
-			if k.Persistent != persistent {
-				return fmt.Errorf("%w: %q was opened here as %s", ErrKindMismatch, name, kindName(k.Persistent))
+			if k.Persistent != kind.Persistent || k.Encrypted != kind.Encrypted {
+				return fmt.Errorf("%w: %q was opened here as %s", ErrKindMismatch, name, k.String())
 			}
 			return nil
 		}
-		v, err := msgpack.Marshal(&pipelineKind{Persistent: persistent})
+		v, err := msgpack.Marshal(&kind)
 		if err != nil {
 			return err
 		}
-		if persistent {
+		if kind.Persistent {
 			if _, err := tx.CreateBucketIfNotExists(outboxBucket(name)); err != nil {
 				return err
 			}
@@ -135,16 +137,23 @@ func (s *nodeStore) addPipeline(name string, persistent bool) error {
 	})
 }
 
+func (k pipelineKind) String() string {
+	if k.Encrypted {
+		return "encrypted"
+	}
+	return kindName(k.Persistent)
+}
+
 // kinds returns the pipelines recorded and their kinds.
-func (s *nodeStore) kinds() (map[string]bool, error) {
-	out := map[string]bool{}
+func (s *nodeStore) kinds() (map[string]pipelineKind, error) {
+	out := map[string]pipelineKind{}
 	err := view(s.db, s.path, func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketKinds).ForEach(func(k, v []byte) error {
 			var kind pipelineKind
 			if err := msgpack.Unmarshal(v, &kind); err != nil {
 				return err
 			}
-			out[string(k)] = kind.Persistent
+			out[string(k)] = kind
 			return nil
 		})
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,8 @@ type Pipeline struct {
 	n          *Node
 	name       string
 	persistent bool
+	encrypted  bool
+	create     []string // the members asked for when created
 
 	batches chan batch // fetched, waiting for the deliverer (capacity 1)
 
@@ -25,17 +28,22 @@ type Pipeline struct {
 	onGap       func(Gap)
 	onError     func(error)
 	listeners   []*listener
-	delivering  bool          // the deliverer goroutine runs
-	listenKick  chan struct{} // poked when listeners are added (capacity 1)
-	epoch       [16]byte      // the hub log's epoch the cursor belongs to
-	gen         uint64        // incremented by every reset of the fetch position
-	pendingGap  *Gap          // a reset gap the deliverer has yet to report
-	gapKick     chan struct{} // poked when pendingGap is set (capacity 1)
-	delivered   uint64        // last Seq given to the listeners (persistent: the cursor)
-	fetched     uint64        // last Seq queued for the deliverer
-	maxPacket   int           // the hub's limit, once known
-	epochStored bool          // the cursor on disk names epoch
-	acked       uint64        // the highest packet number the hub acknowledged in this process
+	delivering  bool              // the deliverer goroutine runs
+	listenKick  chan struct{}     // poked when listeners are added (capacity 1)
+	epoch       [16]byte          // the hub log's epoch the cursor belongs to
+	gen         uint64            // incremented by every reset of the fetch position
+	pendingGap  *Gap              // a reset gap the deliverer has yet to report
+	gapKick     chan struct{}     // poked when pendingGap is set (capacity 1)
+	delivered   uint64            // last Seq given to the listeners (persistent: the cursor)
+	fetched     uint64            // last Seq queued for the deliverer
+	maxPacket   int               // the hub's limit, once known
+	epochStored bool              // the cursor on disk names epoch
+	acked       uint64            // the highest packet number the hub acknowledged in this process
+	members     []string          // sorted, as the hub last said; nil before it opened the pipeline
+	e2e         *e2eState         // an encrypted pipeline's keys and member nodes
+	sealedTo    map[[32]byte]bool // the nodes known to hold the current key
+
+	waiting []storedPacket // sealed packets of this batch waiting for their key; the deliverer's own
 
 	committing chan struct{} // closed when the cursor commit in flight is done; the deliverer's own
 }
@@ -57,8 +65,8 @@ var transientN atomic.Uint64
 
 func init() { transientN.Store(uint64(time.Now().UnixNano())) }
 
-func newPipeline(n *Node, name string, persistent bool) *Pipeline {
-	return &Pipeline{n: n, name: name, persistent: persistent, batches: make(chan batch, 1), listenKick: make(chan struct{}, 1), gapKick: make(chan struct{}, 1), maxPacket: DefaultMaxPacketSize}
+func newPipeline(n *Node, name string, kind pipelineKind) *Pipeline {
+	return &Pipeline{n: n, name: name, persistent: kind.Persistent, encrypted: kind.Encrypted, create: kind.Members, batches: make(chan batch, 1), listenKick: make(chan struct{}, 1), gapKick: make(chan struct{}, 1), maxPacket: DefaultMaxPacketSize}
 }
 
 // Name returns the pipeline's name.
@@ -74,9 +82,10 @@ func (p *Pipeline) Persistent() bool { return p.persistent }
 // bokbok.ErrNotConnected while the node is not connected. Put does not
 // keep data.
 func (p *Pipeline) Put(ctx context.Context, data []byte) (PacketID, error) {
-	p.mu.Lock()
-	limit := p.maxPacket
-	p.mu.Unlock()
+	limit := p.maxPacketSize()
+	if p.encrypted {
+		limit -= sealedOverhead
+	}
 	if len(data) > limit {
 		return PacketID{}, fmt.Errorf("%w: %d bytes; the hub accepts %d", ErrTooLarge, len(data), limit)
 	}
@@ -84,7 +93,16 @@ func (p *Pipeline) Put(ctx context.Context, data []byte) (PacketID, error) {
 		return PacketID{}, err
 	}
 	if p.persistent {
-		n, err := p.n.store.put(p.name, append([]byte(nil), data...))
+		var err error
+		if p.encrypted {
+			data, err = p.sealPut(data)
+		} else {
+			data = append([]byte(nil), data...)
+		}
+		if err != nil {
+			return PacketID{}, err
+		}
+		n, err := p.n.store.put(p.name, data)
 		if err != nil {
 			return PacketID{}, err
 		}
@@ -92,6 +110,12 @@ func (p *Pipeline) Put(ctx context.Context, data []byte) (PacketID, error) {
 		return PacketID{Node: p.n.store.id, N: n}, nil
 	}
 	return p.putTransient(ctx, data)
+}
+
+func (p *Pipeline) maxPacketSize() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.maxPacket
 }
 
 func (p *Pipeline) putTransient(ctx context.Context, data []byte) (PacketID, error) {
@@ -182,6 +206,8 @@ func (p *Pipeline) hubOpened(r openReply) error {
 	if r.MaxPacket > 0 {
 		p.maxPacket = r.MaxPacket
 	}
+	p.members = slices.Clone(r.Members)
+	slices.Sort(p.members)
 	var epoch [16]byte
 	copy(epoch[:], r.Epoch)
 	switch {
@@ -215,6 +241,11 @@ func (p *Pipeline) hubOpened(r openReply) error {
 	p.mu.Unlock()
 	if !p.persistent {
 		return nil
+	}
+	if p.encrypted {
+		if err := p.e2eOpened(r); err != nil {
+			return err
+		}
 	}
 	if gap == nil {
 		if first { // record which log the cursor belongs to
@@ -337,6 +368,7 @@ func (p *Pipeline) deliver(b batch) {
 		return
 	}
 	moved := false
+	var copies []storedPacket // an encrypted pipeline's packets, opened
 	if b.gap != nil {
 		p.callGap(*b.gap)
 		p.mu.Lock()
@@ -356,10 +388,17 @@ func (p *Pipeline) deliver(b batch) {
 		if stale {
 			continue
 		}
-		pk := p.packet(sp)
-		for _, l := range ls {
-			if !l.stopped.Load() {
-				l.fn(pk)
+		give := []storedPacket{sp}
+		if p.encrypted {
+			give = p.openDelivered(sp)
+			copies = append(copies, give...)
+		}
+		for _, sp := range give {
+			pk := p.packet(sp)
+			for _, l := range ls {
+				if !l.stopped.Load() {
+					l.fn(pk)
+				}
 			}
 		}
 		p.mu.Lock()
@@ -367,6 +406,14 @@ func (p *Pipeline) deliver(b batch) {
 			p.delivered, moved = sp.Seq, true
 		}
 		p.mu.Unlock()
+	}
+	p.flushWaiting()
+	if len(copies) > 0 {
+		p.n.store.saveCopiesAsync(p.name, copies, p.n.cfg.MaxCopy, func(err error) {
+			if err != nil && !errors.Is(err, ErrClosed) {
+				p.n.log.Error("pipes: keeping the opened packets failed", "pipeline", p.name, "err", err)
+			}
+		})
 	}
 	if moved && p.persistent {
 		p.commit(b.gen)

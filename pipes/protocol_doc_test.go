@@ -41,11 +41,19 @@ var (
 // RESPONSE frame.
 func pipesDocDumps(t *testing.T) [][]byte {
 	t.Helper()
+	dumps := docDumps(t, "21.12 Worked example")
+	require.Len(t, dumps, 4, "§21.12 shows the message, the reply and their two frames")
+	return dumps
+}
+
+// docDumps returns the hex dumps (code blocks of hex bytes) of the
+// section of PROTOCOL.md with the heading "### "+heading, in order.
+func docDumps(t *testing.T, heading string) [][]byte {
+	t.Helper()
 	doc, err := os.ReadFile("../PROTOCOL.md")
 	require.NoError(t, err)
-	const heading = "\n### 21.12 Worked example\n"
-	_, sec, ok := strings.Cut(string(doc), heading)
-	require.True(t, ok, "PROTOCOL.md lacks %q", strings.TrimSpace(heading))
+	_, sec, ok := strings.Cut(string(doc), "\n### "+heading+"\n")
+	require.True(t, ok, "PROTOCOL.md lacks %q", heading)
 	if i := strings.Index(sec, "\n## "); i >= 0 {
 		sec = sec[:i]
 	}
@@ -59,18 +67,17 @@ func pipesDocDumps(t *testing.T) [][]byte {
 			break
 		}
 		block, after, ok := strings.Cut(rest, "\n```")
-		require.True(t, ok, "an unclosed code block in §21.12")
+		require.True(t, ok, "an unclosed code block in %s", heading)
 		var b []byte
 		for _, f := range strings.Fields(block) {
 			x, err := hex.DecodeString(f)
-			require.NoError(t, err, "§21.12: %q is not a hex byte", f)
-			require.Len(t, x, 1, "§21.12: %q is not one byte", f)
+			require.NoError(t, err, "%s: %q is not a hex byte", heading, f)
+			require.Len(t, x, 1, "%s: %q is not one byte", heading, f)
 			b = append(b, x...)
 		}
 		dumps = append(dumps, b)
 		sec = after
 	}
-	require.Len(t, dumps, 4, "§21.12 shows the message, the reply and their two frames")
 	return dumps
 }
 

@@ -56,7 +56,7 @@ func TestRetentionByAge(t *testing.T) {
 	require.NoError(t, err)
 	defer l.Close()
 	ctx := context.Background()
-	_, err = l.Create(ctx, "P", true)
+	_, err = l.Create(ctx, PipelineSpec{Name: "P", Persistent: true})
 	require.NoError(t, err)
 	from := Sender{User: "alice"}
 	for i := range uint64(5) {
@@ -86,7 +86,7 @@ func TestLogDropsDuplicatesPerSender(t *testing.T) {
 	require.NoError(t, err)
 	defer l.Close()
 	ctx := context.Background()
-	_, err = l.Create(ctx, "P", true)
+	_, err = l.Create(ctx, PipelineSpec{Name: "P", Persistent: true})
 	require.NoError(t, err)
 	a := Sender{User: "alice", Node: NodeID{1}}
 	acks, err := l.Append(ctx, "P", a, []Entry{{N: 1}, {N: 2}, {N: 5}})

@@ -105,7 +105,7 @@ func (s *session) reconcile() error {
 // session's: it is reported and p is left alone until the next session.
 func (s *session) open(p *Pipeline) error {
 	var reply openReply
-	err := s.conn.Invoke(s.ctx, methodOpen, openRequest{Name: p.name, Persistent: p.persistent, Create: true}, &reply)
+	err := s.conn.Invoke(s.ctx, methodOpen, openRequest{Name: p.name, Persistent: p.persistent, Create: true, Encrypted: p.encrypted, Members: p.create}, &reply)
 	switch s.classify(err) {
 	case outcomeOver:
 		return err

@@ -137,7 +137,7 @@ func TestCorruptHubDatabaseIsAStorageError(t *testing.T) {
 		require.NoError(t, err)
 		ctx := testCtx(t, 10*time.Second)
 		for i := range 20 {
-			_, err := l.Create(ctx, fmt.Sprintf("P%d", i), true)
+			_, err := l.Create(ctx, PipelineSpec{Name: fmt.Sprintf("P%d", i), Persistent: true})
 			require.NoError(t, err)
 			_, err = l.Append(ctx, fmt.Sprintf("P%d", i), Sender{User: "alice"}, []Entry{{N: 1, Data: make([]byte, 3000)}})
 			require.NoError(t, err)

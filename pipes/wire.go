@@ -11,24 +11,38 @@ const (
 	methodRead    = "pipes.read"
 	methodHistory = "pipes.history"
 	methodList    = "pipes.list"
+	methodMembers = "pipes.members"
+	methodSearch  = "pipes.search"
 )
 
-// openRequest asks the hub for a pipeline, creating it if Create is set.
+// openRequest asks the hub for a pipeline, creating it if Create is set
+// (then Encrypted and Members say what it is created with).
 type openRequest struct {
-	Name       string `msgpack:"name"`
-	Persistent bool   `msgpack:"persistent"`
-	Create     bool   `msgpack:"create"`
+	Name       string   `msgpack:"name"`
+	Persistent bool     `msgpack:"persistent"`
+	Create     bool     `msgpack:"create"`
+	Encrypted  bool     `msgpack:"encrypted,omitempty"`
+	Members    []string `msgpack:"members,omitempty"`
 }
 
 // openReply describes the pipeline.
 type openReply struct {
-	Name       string `msgpack:"name"`
-	Persistent bool   `msgpack:"persistent"`
-	Epoch      []byte `msgpack:"epoch"` // 16 bytes, new each time the pipeline is created
-	First      uint64 `msgpack:"first"` // first seq still held; last+1 if none
-	Last       uint64 `msgpack:"last"`  // last seq appended; 0 if none yet
-	MaxPacket  int    `msgpack:"max_packet"`
-	MaxBatch   int    `msgpack:"max_batch"`
+	Name       string   `msgpack:"name"`
+	Persistent bool     `msgpack:"persistent"`
+	Epoch      []byte   `msgpack:"epoch"` // 16 bytes, new each time the pipeline is created
+	First      uint64   `msgpack:"first"` // first seq still held; last+1 if none
+	Last       uint64   `msgpack:"last"`  // last seq appended; 0 if none yet
+	MaxPacket  int      `msgpack:"max_packet"`
+	MaxBatch   int      `msgpack:"max_batch"`
+	Encrypted  bool     `msgpack:"encrypted,omitempty"`
+	Owner      string   `msgpack:"owner,omitempty"`
+	Members    []string `msgpack:"members,omitempty"`
+}
+
+// membersRequest replaces the members of a private pipeline.
+type membersRequest struct {
+	Pipeline string   `msgpack:"pipeline"`
+	Members  []string `msgpack:"members"`
 }
 
 // putRequest carries packets of one node for one pipeline, in
@@ -122,7 +136,24 @@ type listReply struct {
 }
 
 type listedPipeline struct {
-	Name       string `msgpack:"name"`
-	Persistent bool   `msgpack:"persistent"`
-	Last       uint64 `msgpack:"last"`
+	Name       string   `msgpack:"name"`
+	Persistent bool     `msgpack:"persistent"`
+	Last       uint64   `msgpack:"last"`
+	Encrypted  bool     `msgpack:"encrypted,omitempty"`
+	Members    []string `msgpack:"members,omitempty"`
+}
+
+// searchRequest asks for the packets of a pipeline that best match the
+// words of Query, at most Max of them.
+type searchRequest struct {
+	Pipeline string `msgpack:"pipeline"`
+	Query    string `msgpack:"query"`
+	Max      int    `msgpack:"max"`
+}
+
+// searchReply holds the matching packets, best first, with their scores.
+type searchReply struct {
+	Packets   []storedPacket `msgpack:"packets"`
+	Scores    []float64      `msgpack:"scores"`
+	Truncated bool           `msgpack:"truncated,omitempty"`
 }
