@@ -46,14 +46,16 @@ func (n *Node) runSession(conn *bokbok.Conn) error {
 		cancel()
 		s.wg.Wait()
 	}()
+	// The session is the node's before the first reconcile, so that a
+	// pipeline refused there is reported as refused, not as unconnected.
+	n.mu.Lock()
+	n.sess = s
+	n.mu.Unlock()
 	s.wg.Add(1)
 	go s.sendLoop() // sends each pipeline's outbox once it is opened
 	if err := s.reconcile(); err != nil {
 		return err
 	}
-	n.mu.Lock()
-	n.sess = s
-	n.mu.Unlock()
 	n.log.Info("pipes: connected to the hub", "hub", n.cfg.Hub)
 	if n.cfg.OnConnect != nil {
 		n.cfg.OnConnect()
