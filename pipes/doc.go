@@ -49,9 +49,10 @@
 // node's own copy.
 //
 // A hub keeps its pipelines in a Log: by default an embedded database in
-// its directory. Several hubs can serve one network from a SharedLog; a
-// node given their addresses (NodeConfig.Hubs) moves to another when its
-// hub goes away, and carries on.
+// its directory. Several hubs can serve one network from a SharedLog
+// (the nested module github.com/bokbok-go/bokbok/pipes/jetstream is one,
+// on NATS JetStream); a node given their addresses (NodeConfig.Hubs)
+// moves to another when its hub goes away, and carries on.
 //
 // The hub's wire protocol, its limits and the duties of a node are
 // specified in PROTOCOL.md §21, for nodes and hubs written in other
