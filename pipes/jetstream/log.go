@@ -527,7 +527,7 @@ func (l *Log) Create(ctx context.Context, spec pipes.PipelineSpec) (pipes.Pipeli
 	ctx, cancel := l.opCtx(ctx)
 	defer cancel()
 	key := pipeKey(spec.Name)
-	for attempt := 0; ; attempt++ {
+	for backoff := time.Millisecond; ; backoff = min(2*backoff, 50*time.Millisecond) {
 		if in, err := l.info(ctx, spec.Name); err == nil || !errors.Is(err, pipes.ErrUnknownPipeline) {
 			return in, err
 		}
@@ -540,8 +540,11 @@ func (l *Log) Create(ctx context.Context, spec pipes.PipelineSpec) (pipes.Pipeli
 			return pipes.PipelineInfo{}, err
 		}
 		_, err = l.meta.Create(ctx, key, b)
-		if errors.Is(err, jetstream.ErrKeyExists) && attempt < 3 {
-			continue // another hub created it: read theirs
+		if errors.Is(err, jetstream.ErrKeyExists) && l.sleep(ctx, backoff) {
+			// Another hub created it: read theirs. The bucket's leader
+			// refuses a creation against one still being replicated,
+			// which a read does not show yet: read again until it does.
+			continue
 		}
 		if err != nil {
 			return pipes.PipelineInfo{}, storageErr("create pipeline", err)
