@@ -30,7 +30,8 @@ type Conn struct {
 	log     *slog.Logger
 	user    string
 	peer    settings // the peer's SETTINGS; read-only after the handshake
-	br      *bufio.Reader
+	br      *bufio.Reader // the opening's reader; nil once cr has taken over
+	cr      *connReader   // the open connection's reader (TCP and Unix sockets); only the reader goroutine touches it
 	fr      frameReader
 	rw      *recordWriter // secure mode: the record writer
 	frames  []dataFrame   // the writer goroutine's scratch; only it touches this
@@ -96,7 +97,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		user:       user,
-		br:         bufio.NewReaderSize(nc, 4<<10),
+		br:         newOpeningReader(nc),
 		ctx:        ctx,
 		cancel:     cancel,
 		done:       make(chan struct{}),
@@ -122,11 +123,27 @@ func (c *Conn) start() {
 	c.notifyLimit = int(c.peer.NotifyWindow)
 	c.running.Store(true)
 	c.touch()
+	c.takeOverReads()
 	c.loops.Add(1)
 	go c.readLoop() // the writer starts when there is something to write
 	c.startKeepalive()
 	c.log.Debug("bokbok: connection open", "remote", c.nc.RemoteAddr(), "user", c.user)
 	c.connStats(false, nil)
+}
+
+// takeOverReads moves the connection's reads from the opening's buffered
+// reader to a connReader, where the connection allows it.
+func (c *Conn) takeOverReads() {
+	cr := newConnReader(c.nc, c.br)
+	if cr == nil {
+		return
+	}
+	c.cr, c.br = cr, nil
+	if c.rr != nil {
+		c.rr.r = cr
+	} else {
+		c.fr.r = cr
+	}
 }
 
 // User returns the user name the connection was authenticated as, or ""

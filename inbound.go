@@ -2,6 +2,7 @@ package bokbok
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -285,7 +286,7 @@ func (in *inbound) unpark(inbox chan *inMsg) *inMsg {
 	in.mu.Lock()
 	for i, w := range in.waiting {
 		if w == inbox {
-			in.waiting = append(in.waiting[:i], in.waiting[i+1:]...)
+			in.waiting = slices.Delete(in.waiting, i, i+1) // clears the freed slot: an ended goroutine's inbox is not kept
 			in.mu.Unlock()
 			return nil
 		}

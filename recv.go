@@ -20,6 +20,9 @@ func (c *Conn) readLoop() {
 	defer func() {
 		c.reserve.close()
 		c.fr.release()
+		if c.cr != nil {
+			c.cr.release()
+		}
 		c.loops.Done()
 		c.closer()
 	}()
