@@ -29,7 +29,7 @@ type Conn struct {
 	cfg     *Config
 	log     *slog.Logger
 	user    string
-	peer    settings // the peer's SETTINGS; read-only after the handshake
+	peer    settings      // the peer's SETTINGS; read-only after the handshake
 	br      *bufio.Reader // the opening's reader; nil once cr has taken over
 	cr      *connReader   // the open connection's reader (TCP and Unix sockets); only the reader goroutine touches it
 	fr      frameReader
