@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // The send side: every goroutine that sends (callers, handlers replying, the
@@ -58,7 +59,9 @@ type sendQueue struct {
 	space   chan struct{} // closed when budget is released or the queue closes
 	waiters int           // goroutines waiting on space
 	goAway  bool          // GOAWAY is queued: new requests and notifications are refused
-	running bool          // a writer goroutine is running
+	running bool          // a writer goroutine is running (or lingering)
+	linger  bool          // the writer is lingering: waiting on wake for work
+	wake    chan struct{} // capacity 1: a token tells a lingering writer to go on; sent under mu
 	writing bool          // the writer holds frames it has not flushed yet
 	written []*outMsg     // owned messages wholly taken; the writer gives their buffers back after flushing
 	flushed chan struct{} // non-nil while waitIdle waits; closed when all is written
@@ -66,7 +69,7 @@ type sendQueue struct {
 }
 
 func newSendQueue(limit int, writer func(), loops *sync.WaitGroup) *sendQueue {
-	return &sendQueue{limit: limit, writer: writer, loops: loops, space: make(chan struct{})}
+	return &sendQueue{limit: limit, writer: writer, loops: loops, space: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // unlockAndKick releases q.mu, starting the writer goroutine first if there
@@ -74,10 +77,14 @@ func newSendQueue(limit int, writer func(), loops *sync.WaitGroup) *sendQueue {
 // held, so a closing connection, which closes the queue under q.mu before
 // it waits on loops, always waits for it.
 func (q *sendQueue) unlockAndKick() {
-	start := q.err == nil && !q.running && (len(q.ctrl) > 0 || len(q.msgs) > 0)
+	work := q.err == nil && (len(q.ctrl) > 0 || len(q.msgs) > 0)
+	start := work && !q.running
 	if start {
 		q.running = true
 		q.loops.Add(1)
+	}
+	if work && q.linger {
+		q.wakeLocked()
 	}
 	q.mu.Unlock()
 	if start {
@@ -336,20 +343,60 @@ func (q *sendQueue) giveBack() {
 	}
 }
 
-// park stops the writer if there is nothing left to write (or the queue
-// is closed), telling waitIdle that all is written. It reports whether the
-// writer should exit; if work arrived meanwhile, it goes on.
-func (q *sendQueue) park() bool {
+// What the writer does when park returns.
+const (
+	parkGoOn   = iota // work arrived meanwhile
+	parkLinger        // wait a while for work (see writeLoop)
+	parkExit          // the queue is closed: end
+)
+
+// park is called by the writer when it has written and flushed everything
+// it took. Unless work arrived meanwhile, it tells waitIdle that all is
+// written; then, unless the queue is closed, the writer lingers: it stays
+// the queue's writer, and unlockAndKick wakes it instead of starting one.
+func (q *sendQueue) park() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.err == nil && (len(q.ctrl) > 0 || len(q.msgs) > 0) {
-		return false
+		return parkGoOn
 	}
-	q.writing, q.running = false, false
+	q.writing = false
 	if q.flushed != nil {
 		close(q.flushed)
 		q.flushed = nil
 	}
+	if q.err != nil {
+		q.running = false
+		return parkExit
+	}
+	q.linger = true
+	return parkLinger
+}
+
+// wakeLocked ends the writer's lingering. q.mu must be held.
+func (q *sendQueue) wakeLocked() {
+	q.linger = false
+	q.wake <- struct{}{} // never blocks: one token per lingering, taken before the next
+}
+
+// lingerFor waits up to d for a lingering writer to be woken and reports
+// whether it was; if not, the writer has stopped being the queue's writer
+// and must end.
+func (q *sendQueue) lingerFor(t *time.Timer, d time.Duration) bool {
+	t.Reset(d)
+	select {
+	case <-q.wake:
+		t.Stop()
+		return true
+	case <-t.C:
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.linger { // nobody woke it: stop being the writer
+		q.linger, q.running = false, false
+		return false
+	}
+	<-q.wake // woken just as the time ran out: the token is there (sent under q.mu)
 	return true
 }
 
@@ -385,6 +432,9 @@ func (q *sendQueue) close(err error) {
 		return
 	}
 	q.err = err
+	if q.linger {
+		q.wakeLocked() // it finds the queue closed and ends
+	}
 	for _, m := range q.msgs {
 		if m.kind == kindResponse || m.kind == kindError {
 			q.dropped++
@@ -402,19 +452,27 @@ func (q *sendQueue) droppedAnswers() int {
 }
 
 // writeLoop is the connection's only writer, started by unlockAndKick. It
-// writes until the queue is empty, flushes, and exits; or until a write
-// fails (which closes the connection). It borrows its write buffer for
-// its lifetime.
+// writes until the queue is empty and flushes; then it lingers for
+// writerLinger, to be woken by the next message, and ends if none comes.
+// It ends at once when the connection closes or a write fails (which
+// closes the connection). It borrows its write buffer for its lifetime.
+//
+// Lingering spares a busy connection a new goroutine for each burst of
+// writes, and with it the growth of a new goroutine's stack (a secure
+// connection's sealing needs more stack than a goroutine starts with); an
+// idle connection has no writer once writerLinger has passed.
 func (c *Conn) writeLoop() {
 	defer c.loops.Done()
 	sink, vw := c.borrowSink()
 	defer c.returnSink(vw)
+	var linger *time.Timer // made at the first linger
 	var (
 		spare   []byte
 		frames  = c.frames[:0] // the writer's own, kept across its runs
 		dirty   bool           // written and not yet flushed
 		yielded bool           // gave others a turn since the queue last ran dry
 		written int            // message frames written since the last flush
+		size    int            // bytes of message frames written since the last flush
 	)
 	for {
 		var ctrl []byte
@@ -427,15 +485,22 @@ func (c *Conn) writeLoop() {
 				return
 			}
 			written += len(frames)
+			for i := range frames {
+				size += len(frames[i].payload)
+			}
 			clear(frames) // drop references to message data
 			dirty = true
 			continue
 		}
-		if dirty && !yielded && written > 0 {
-			// Before the system call, when messages are flowing (this
-			// flush carries message frames, not only control frames), let
-			// senders about to queue something run, so that their frames
-			// share it.
+		if dirty && !yielded && written > 1 && size < yieldBelow {
+			// Before the system call, when small messages are flowing
+			// from several senders (this flush carries more than one
+			// message frame, and little data), let senders about to queue
+			// something run, so that their frames share it. Not for one
+			// frame alone, nor with a large message's frames: a goroutine
+			// that yields waits in the runtime's global queue, which under
+			// load can take milliseconds, and a lone small answer or the
+			// frame after a large one would wait that long.
 			yielded = true
 			runtime.Gosched()
 			continue
@@ -446,15 +511,32 @@ func (c *Conn) writeLoop() {
 				c.fail(err)
 				return
 			}
-			dirty, written = false, 0
+			dirty, written, size = false, 0, 0
 			c.sendq.giveBack()
 		}
-		c.frames = frames[:0] // before park: once parked, a new writer may start
-		if c.sendq.park() {
+		c.frames = frames[:0] // before park: once it lingers, a new writer may start after it
+		switch c.sendq.park() {
+		case parkExit:
 			return
+		case parkLinger:
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			}
+			if !c.sendq.lingerFor(linger, writerLinger) {
+				return
+			}
+			frames = c.frames[:0]
 		}
 	}
 }
+
+// writerLinger is how long the writer waits for more to write before it
+// ends.
+const writerLinger = 20 * time.Millisecond
+
+// yieldBelow is the most data a flush may carry for the writer to yield
+// before it (see writeLoop).
+const yieldBelow = 16 << 10
 
 // borrowSink returns what the writer writes frames to: the record writer
 // of a secure connection, or a vecWriter on the network connection
