@@ -70,3 +70,16 @@ func (r *Reader) UnreadByte() error {
 	}
 	return nil
 }
+
+// Next returns the next n bytes without copying them, and advances past
+// them; ok is false (and nothing is read) if fewer than n are left. The
+// slice's capacity ends with it, so appending to it copies rather than
+// overwrite the bytes after it.
+func (r *Reader) Next(n int) (b []byte, ok bool) {
+	if n < 0 || n > len(r.b)-r.pos {
+		return nil, false
+	}
+	b = r.b[r.pos : r.pos+n : r.pos+n]
+	r.pos += n
+	return b, true
+}
