@@ -492,15 +492,15 @@ func (c *Conn) writeLoop() {
 			dirty = true
 			continue
 		}
-		if dirty && !yielded && written > 1 && size < yieldBelow {
+		if dirty && !yielded && written > 0 && size < yieldBelow && c.manyInFlight() {
 			// Before the system call, when small messages are flowing
-			// from several senders (this flush carries more than one
-			// message frame, and little data), let senders about to queue
-			// something run, so that their frames share it. Not for one
-			// frame alone, nor with a large message's frames: a goroutine
-			// that yields waits in the runtime's global queue, which under
-			// load can take milliseconds, and a lone small answer or the
-			// frame after a large one would wait that long.
+			// and several calls or handlers are under way (so more
+			// messages are about to be queued), let their goroutines run,
+			// so that their frames share the system call. Not otherwise: a
+			// goroutine that yields waits in the runtime's global queue,
+			// which under load can take milliseconds, and the frames it
+			// holds would wait that long for nothing (a lone call's
+			// answer, a small answer next to a large message).
 			yielded = true
 			runtime.Gosched()
 			continue
@@ -537,6 +537,22 @@ const writerLinger = 20 * time.Millisecond
 // yieldBelow is the most data a flush may carry for the writer to yield
 // before it (see writeLoop).
 const yieldBelow = 16 << 10
+
+// manyInFlight reports whether more than two of our calls and the peer's
+// requests are under way: then the writer's yield lets their messages
+// share a write (see writeLoop).
+func (c *Conn) manyInFlight() bool {
+	c.mu.Lock()
+	n := len(c.pending)
+	c.mu.Unlock()
+	if n > 2 {
+		return true
+	}
+	c.in.mu.Lock()
+	n += c.in.running + len(c.in.queue)
+	c.in.mu.Unlock()
+	return n > 2
+}
 
 // borrowSink returns what the writer writes frames to: the record writer
 // of a secure connection, or a vecWriter on the network connection
