@@ -33,7 +33,7 @@ func BenchmarkEcho(b *testing.B) {
 	}
 	for _, sys := range all {
 		switch sys.(type) {
-		case *bokbokSystem, *bokbokMuxSystem:
+		case *bokbokSystem, *bokbokMsgpSystem, *bokbokMuxSystem:
 		default:
 			continue
 		}

@@ -7,6 +7,8 @@
 //	grpc               google.golang.org/grpc unary, insecure, a binary codec
 //	bokbok             bokbok, insecure
 //	bokbok-secure      bokbok with a pre-shared key
+//	bokbok-msgp        bokbok with a request/reply type whose MessagePack
+//	                   methods tinylib/msgp generated
 //	bokbok-mux         bokbok through a Mux, a typed handler and a typed
 //	                   call, with two pass-through interceptors and middlewares
 //	bokbok-mux-bare    the same without interceptors or middleware
@@ -14,8 +16,10 @@
 //
 // Scenarios: (a) sequential latency, (b) 64 callers on one connection,
 // (c) 4 callers with 1 MiB messages, (d) memory per idle connection,
-// (e) a small call's latency among 1 MiB calls on its connection. Every
-// reply is checked against its request byte for byte. See BENCHMARKS.md
+// (e) a small call's latency among 1 MiB calls on its connection (for
+// information), (f) a small call's latency beside one caller echoing
+// 2 MiB on its connection. Every reply is checked against its request
+// byte for byte. See BENCHMARKS.md
 // at the repository root for a recorded run.
 //
 //	go run .                 # full run: 3 runs of 3 s per scenario
@@ -53,7 +57,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	warmup := fs.Duration("warmup", 500*time.Millisecond, "unmeasured warm-up before each timed scenario")
 	runs := fs.Int("runs", 3, "runs of everything; each figure is the median of the runs")
 	systems := fs.String("systems", "", "comma-separated systems to run (default all)")
-	scenarios := fs.String("scenarios", "", "comma-separated scenarios to run, from a,b,c,d,e (default all)")
+	scenarios := fs.String("scenarios", "", "comma-separated scenarios to run, from a,b,c,d,e,f (default all)")
 	idle := fs.Int("idle", 2000, "idle connections opened by scenario d")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (narrow it with -systems and -scenarios)")
 	if err := fs.Parse(args); err != nil {
@@ -214,7 +218,8 @@ func main() {
 	fmt.Println()
 	fmt.Println("(a) one caller, 64 B; (b) 64 callers, one connection, 64 B; (c) 4 callers, one connection, 1 MiB,")
 	fmt.Println("MB/s = Data bytes both ways (2 MiB per call) / 10^6 / s; (d) HeapInuse+StackInuse growth per idle")
-	fmt.Println("connection, both ends; (e) a 64 B caller's latency while 4 callers make 1 MiB calls on its connection.")
+	fmt.Println("connection, both ends; (e) a 64 B caller's latency while 4 callers make 1 MiB calls on its connection,")
+	fmt.Println("for information; (f) the same beside one caller making 2 MiB calls back to back.")
 	fmt.Println()
 	res.printRatios(os.Stdout)
 	if len(res.errs) > 0 {

@@ -13,14 +13,14 @@ import (
 	"golang.org/x/crypto/nacl/secretbox"
 )
 
-// raw-secretbox is raw with every flushed write sealed with
+// raw-secretbox is raw with every batch of frames sealed with
 // nacl/secretbox: the floor for encrypted framed RPC. There is no
 // handshake: both ends know a fixed random key. Each direction of a
 // connection opens with a 16-byte random nonce prefix in clear; a box's
 // nonce is that prefix and a 64-bit counter. On the wire a box is
-// [4-byte length][sealed bytes]. A flush seals what was buffered; a write
-// larger than maxBoxPlain is cut into boxes of that size (as bokbok cuts
-// its records at 64 KiB).
+// [4-byte length][sealed bytes]. A batch (see rawwrite.go) is sealed as
+// one box, or cut into boxes of maxBoxPlain bytes when it is larger (as
+// bokbok cuts its records at 64 KiB).
 type rawSecretboxSystem struct{}
 
 // secretboxKey is the fixed key shared by every raw-secretbox connection.
@@ -42,7 +42,9 @@ func (rawSecretboxSystem) dial(ctx context.Context, addr string) (client, error)
 	return dialRaw(ctx, addr, boxTransport)
 }
 
-func boxTransport(nc net.Conn) (io.Reader, flushWriter) {
+// boxTransport is raw-secretbox's: a boxReader over a 4 KiB bufio.Reader
+// and a boxWriter.
+func boxTransport(nc net.Conn) (io.Reader, batchWriter) {
 	w := &boxWriter{nc: nc, key: secretboxKey}
 	if _, err := rand.Read(w.nonce[:16]); err != nil {
 		panic(err)
@@ -50,51 +52,84 @@ func boxTransport(nc net.Conn) (io.Reader, flushWriter) {
 	return &boxReader{src: bufio.NewReader(nc), key: secretboxKey}, w
 }
 
-// boxWriter buffers plaintext and writes it out as sealed boxes.
+// boxWriter seals each batch into boxes of at most maxBoxPlain bytes of
+// plaintext and writes them, one system call per box.
 type boxWriter struct {
 	nc         io.Writer
 	key        *[32]byte
 	nonce      [24]byte // random prefix, then the counter of the next box
 	n          uint64
 	sentPrefix bool
-	plain      []byte // plaintext not yet sealed
+	plain      []byte // a box's plaintext gathered from several pieces
 	out        []byte // the box being written
 }
 
-func (w *boxWriter) Write(p []byte) (int, error) {
-	total := len(p)
-	for len(p) > 0 {
-		if len(w.plain) == maxBoxPlain {
-			if err := w.seal(); err != nil {
-				return total - len(p), err
+// writeBatch seals b, cut into boxes. A box whose plaintext lies in one
+// piece of b is sealed from it in place; one that spans pieces is
+// gathered into plain first.
+func (w *boxWriter) writeBatch(b net.Buffers) error {
+	defer func() { w.plain, w.out = keepBuf(w.plain), keepBuf(w.out) }()
+	for len(b) > 0 {
+		var plain []byte
+		if len(b) == 1 || len(b[0]) >= maxBoxPlain {
+			plain = b[0][:min(len(b[0]), maxBoxPlain)]
+			b[0] = b[0][len(plain):]
+		} else {
+			if need := min(maxBoxPlain, batchLen(b)); cap(w.plain) < need {
+				w.plain = make([]byte, 0, need) // exactly, so keepBuf keeps it
 			}
+			w.plain = w.plain[:0]
+			for len(b) > 0 && len(w.plain) < maxBoxPlain {
+				k := min(maxBoxPlain-len(w.plain), len(b[0]))
+				w.plain = append(w.plain, b[0][:k]...)
+				b[0] = b[0][k:]
+				if len(b[0]) == 0 {
+					b = b[1:]
+				}
+			}
+			plain = w.plain
 		}
-		k := min(maxBoxPlain-len(w.plain), len(p))
-		w.plain = append(w.plain, p[:k]...)
-		p = p[k:]
+		if len(b) > 0 && len(b[0]) == 0 {
+			b = b[1:]
+		}
+		if err := w.seal(plain); err != nil {
+			return err
+		}
 	}
-	return total, nil
+	return nil
 }
 
-func (w *boxWriter) Flush() error {
-	if len(w.plain) == 0 {
+// batchLen is the number of bytes in b.
+func batchLen(b net.Buffers) int {
+	n := 0
+	for _, p := range b {
+		n += len(p)
+	}
+	return n
+}
+
+// keepBuf returns b emptied, or nil if it grew over rawKeepBuf.
+func keepBuf(b []byte) []byte {
+	if cap(b) > rawKeepBuf {
 		return nil
 	}
-	return w.seal()
+	return b[:0]
 }
 
-// seal seals the buffered plaintext into one box and writes it.
-func (w *boxWriter) seal() error {
+// seal seals plain into one box and writes it.
+func (w *boxWriter) seal(plain []byte) error {
+	if need := 16 + 4 + len(plain) + secretbox.Overhead; cap(w.out) < need {
+		w.out = make([]byte, 0, need) // exactly, so keepBuf keeps it
+	}
 	w.out = w.out[:0]
 	if !w.sentPrefix {
 		w.out = append(w.out, w.nonce[:16]...)
 		w.sentPrefix = true
 	}
-	w.out = binary.BigEndian.AppendUint32(w.out, uint32(len(w.plain)+secretbox.Overhead))
+	w.out = binary.BigEndian.AppendUint32(w.out, uint32(len(plain)+secretbox.Overhead))
 	binary.BigEndian.PutUint64(w.nonce[16:], w.n)
 	w.n++
-	w.out = secretbox.Seal(w.out, w.plain, &w.nonce, w.key)
-	w.plain = w.plain[:0]
+	w.out = secretbox.Seal(w.out, plain, &w.nonce, w.key)
 	_, err := w.nc.Write(w.out)
 	return err
 }

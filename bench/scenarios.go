@@ -36,17 +36,20 @@ const (
 	colMem     = "(d) KiB/conn"
 	colHOLp50  = "(e) p50 µs"
 	colHOLp99  = "(e) p99 µs"
+	colHugeP50 = "(f) p50 µs"
+	colHugeP99 = "(f) p99 µs"
 	smallSize  = 64
 	bigSize    = 1 << 20
-	manyCalls  = 64 // callers in scenario b
-	bigCallers = 4  // callers in scenarios c and e
+	hugeSize   = 2 << 20 // the one large caller's Data in scenario f
+	manyCalls  = 64      // callers in scenario b
+	bigCallers = 4       // callers in scenarios c and e
 )
 
-var columns = []string{colMean, colP50, colP99, colCalls, colMBps, colMem, colHOLp50, colHOLp99}
+var columns = []string{colMean, colP50, colP99, colCalls, colMBps, colMem, colHOLp50, colHOLp99, colHugeP50, colHugeP99}
 
 // A scenario measures one system.
 type scenario struct {
-	id    string // "a" to "e"
+	id    string // "a" to "f"
 	title string
 	run   func(ctx context.Context, sys system, o options) (metrics, error)
 	// limit is how long the scenario may take before its calls are
@@ -63,7 +66,8 @@ var allScenarios = []scenario{
 	{"d", "memory per idle connection", idleMemory, func(o options) time.Duration {
 		return o.grace + time.Duration(o.idle)*20*time.Millisecond
 	}},
-	{"e", "64 B call under 4 × 1 MiB callers, one connection", headOfLine, timedLimit},
+	{"e", "64 B call under 4 × 1 MiB callers, one connection", headOfLine(bigCallers, bigSize, colHOLp50, colHOLp99), timedLimit},
+	{"f", "64 B call under one 2 MiB caller, one connection", headOfLine(1, hugeSize, colHugeP50, colHugeP99), timedLimit},
 }
 
 // runScenario runs sc on sys within its time limit. Calls get a context
@@ -320,33 +324,37 @@ func retryLonger(o options, measure func(options) error, moved func() bool) erro
 	}
 }
 
-// (e) Head-of-line blocking: a small caller's latency while big calls
-// share its connection.
+// (e) and (f) Head-of-line blocking: a small caller's latency while
+// large calls share its connection. headOfLine returns the scenario in
+// which callers goroutines make calls of size bytes back to back beside
+// the small caller; the small calls' p50 and p99 go to colP50 and colP99.
 //
 // The small calls' latencies mean something only while large calls move:
 // a window in which none completed is measured again (see retryLonger).
-func headOfLine(ctx context.Context, sys system, o options) (metrics, error) {
-	var lats []time.Duration
-	var big atomic.Int64
-	err := retryLonger(o, func(o options) error {
-		lats = nil
-		return withClient(ctx, sys, func(c client) error {
-			workers := []func(context.Context, *window) error{latencyWorker(c, 0, smallSize, &lats)}
-			for i := 1; i <= bigCallers; i++ {
-				workers = append(workers, countingWorker(c, i, bigSize, &big))
-			}
-			_, err := load(ctx, o, workers...)
-			return err
-		})
-	}, func() bool { return big.Load() > 0 })
-	if err != nil {
-		return nil, err
+func headOfLine(callers, size int, colP50, colP99 string) func(context.Context, system, options) (metrics, error) {
+	return func(ctx context.Context, sys system, o options) (metrics, error) {
+		var lats []time.Duration
+		var big atomic.Int64
+		err := retryLonger(o, func(o options) error {
+			lats = nil
+			return withClient(ctx, sys, func(c client) error {
+				workers := []func(context.Context, *window) error{latencyWorker(c, 0, smallSize, &lats)}
+				for i := 1; i <= callers; i++ {
+					workers = append(workers, countingWorker(c, i, size, &big))
+				}
+				_, err := load(ctx, o, workers...)
+				return err
+			})
+		}, func() bool { return big.Load() > 0 })
+		if err != nil {
+			return nil, err
+		}
+		if big.Load() == 0 {
+			return nil, errors.New("no large call completed in the measured window")
+		}
+		_, p50, p99, err := micros(lats)
+		return metrics{colP50: p50, colP99: p99}, err
 	}
-	if big.Load() == 0 {
-		return nil, errors.New("no large call completed in the measured window")
-	}
-	_, p50, p99, err := micros(lats)
-	return metrics{colHOLp50: p50, colHOLp99: p99}, err
 }
 
 // (d) Memory per idle connection: live heap and goroutine stacks, client
