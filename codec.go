@@ -47,7 +47,7 @@ var encoderPool = sync.Pool{New: func() any {
 func appendEncoded(b []byte, v any) ([]byte, error) {
 	e := encoderPool.Get().(*encoder)
 	e.buf.b = e.buf.b[:0]
-	err := e.enc.Encode(v)
+	err := e.encode(v)
 	if err == nil {
 		b = slices.Grow(b, len(e.buf.b))
 		b = append(b, e.buf.b...)
@@ -89,11 +89,23 @@ func encodeMessage(request bool, timeoutMicros uint64, method string, md Metadat
 		b = appendMsgpackUint(b, timeoutMicros)
 	}
 	e.buf.b = b
-	if err := e.enc.Encode(v); err != nil {
+	if err := e.encode(v); err != nil {
 		e.done()
 		return nil, nil, 0, fmt.Errorf("bokbok: encoding message: %w", err)
 	}
 	return finishBody(e.buf.b), e, flags, nil
+}
+
+// encode appends the msgpack encoding of v to e's buffer: by v's
+// generated method if it has one (see codec_generated.go), else with the
+// msgpack encoder, which calls msgpack's own encoding methods of v.
+func (e *encoder) encode(v any) error {
+	if m, isNil, ok := generatedMarshaler(v); ok {
+		var err error
+		e.buf.b, err = appendGenerated(e.buf.b, v, m, isNil)
+		return err
+	}
+	return e.enc.Encode(v)
 }
 
 // done gives the encoder, and the buffer it lent, back to the pool.
@@ -219,7 +231,8 @@ func readMsgpackUint(b []byte) (uint64, int, error) {
 // or recurse without bound, and it cannot be made to read an extension's
 // payload as msgpack. A value whose decoded size is estimated above
 // limit (if limit > 0) is refused with an error matching
-// ErrMessageTooLarge.
+// ErrMessageTooLarge. A pointer to a value with generated decoding methods
+// is decoded by them, after the same check (see codec_generated.go).
 func decodeValue(raw []byte, out any, limit int64) error {
 	info, err := msgpackcheck.Check(raw)
 	if err != nil {
@@ -228,12 +241,7 @@ func decodeValue(raw []byte, out any, limit int64) error {
 	if limit > 0 && info.Decoded > limit {
 		return fmt.Errorf("bokbok: decoding message: %w", &MessageTooLargeError{Size: len(raw), Decoded: info.Decoded, Limit: int(limit)})
 	}
-	d := decoderPool.Get().(*decoder)
-	d.r.Reset(raw, info)
-	err = d.dec.Decode(out)
-	left := d.r.Len()
-	d.r.Reset(nil, msgpackcheck.Info{})
-	decoderPool.Put(d)
+	left, err := decodeChecked(raw, info, out)
 	if err != nil {
 		return fmt.Errorf("bokbok: decoding message: %w", err)
 	}
@@ -241,6 +249,22 @@ func decodeValue(raw []byte, out any, limit int64) error {
 		return fmt.Errorf("bokbok: decoding message: %d bytes left after the value", left)
 	}
 	return nil
+}
+
+// decodeChecked decodes raw, checked already (info is what the check
+// found), into out: by out's generated method if it has one, else with a
+// pooled decoder. It returns the number of bytes of raw left unread.
+func decodeChecked(raw []byte, info msgpackcheck.Info, out any) (left int, err error) {
+	if u, through, ok := generatedUnmarshaler(out); ok {
+		return unmarshalGenerated(raw, out, u, through)
+	}
+	d := decoderPool.Get().(*decoder)
+	d.r.Reset(raw, info)
+	err = d.dec.Decode(out)
+	left = d.r.Len()
+	d.r.Reset(nil, msgpackcheck.Info{})
+	decoderPool.Put(d)
+	return left, err
 }
 
 // decoder is a msgpack decoder bound to its own checked reader, pooled.

@@ -130,12 +130,14 @@ type target struct {
 var targets = []target{
 	{"(b) insecure", "bokbok", "netrpc", colCalls, false, 2.0, false},
 	{"(b) insecure", "bokbok", "grpc", colCalls, false, 3.5, false},
-	{"(b) insecure", "bokbok", "raw", colCalls, false, 0.5, false},
-	{"(b) secure", "bokbok-secure", "bokbok", colCalls, false, 0.8, false},
-	{"(a) p50", "bokbok", "raw", colP50, true, 1.25, false},
-	{"(c) 1 MiB insecure", "bokbok", "netrpc", colMBps, false, 1.5, false},
+	{"(b) insecure", "bokbok", "raw", colCalls, false, 0.7, false},
+	{"(b) generated", "bokbok-msgp", "raw", colCalls, false, 0.8, false},
+	{"(b) secure", "bokbok-secure", "bokbok", colCalls, false, 0.85, false},
+	{"(a) p50", "bokbok", "raw", colP50, true, 1.10, false},
+	{"(c) 1 MiB zero-copy", "bokbok-bulk", "netrpc", colMBps, false, 1.5, false},
+	{"(c) 1 MiB insecure", "bokbok", "netrpc", colMBps, false, 1.0, false},
 	{"(c) 1 MiB secure", "bokbok-secure", "raw-secretbox", colMBps, false, 0.8, false},
-	{"(d) memory", "bokbok", "raw", colMem, true, 1.5, false},
+	{"(d) memory", "bokbok", "raw", colMem, true, 1.2, false},
 	// (e) is for information: four 1 MiB callers keep both cores of the
 	// recorded machine busy, so there every system's small calls wait
 	// for a CPU. (f), with one large caller, is the target.
