@@ -285,6 +285,9 @@ func (c *Conn) notify(ctx context.Context, o *Outgoing) (err error) {
 	size := int64(len(data) - bodyLenSize)
 	c.mu.Lock()
 	for c.err == nil && (c.notifyLimit == 0 || !c.notifyFitsLocked(size)) {
+		if c.creditWait == nil {
+			c.creditWait = make(chan struct{})
+		}
 		wait := c.creditWait
 		c.mu.Unlock()
 		select {

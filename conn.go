@@ -73,7 +73,7 @@ type Conn struct {
 	notifyLimit int           // notifications we may still send before the peer credits more
 	notifyOut   int64         // bytes of our notifications the peer has not credited back
 	notifySizes []int64       // their sizes, in the order they were sent
-	creditWait  chan struct{} // closed when credit arrives
+	creditWait  chan struct{} // closed when credit arrives; made by the first waiter (nil while nobody waits)
 	ka          *time.Timer   // keepalive timer; nil if disabled
 	abandoned   int           // calls whose caller gave up after they started, still awaiting an answer
 	awayClosed  bool          // goingAway is closed
@@ -103,7 +103,6 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 		done:       make(chan struct{}),
 		ready:      make(chan struct{}),
 		goingAway:  make(chan struct{}),
-		creditWait: make(chan struct{}),
 		notifySem:  make(chan struct{}, 1),
 		pending:    make(map[uint32]*call),
 		epoch:      time.Now(),
@@ -217,7 +216,10 @@ func (c *Conn) fail(cause error) {
 		ch <- c.err
 	}
 	c.pings = nil
-	close(c.creditWait)
+	if c.creditWait != nil {
+		close(c.creditWait)
+		c.creditWait = nil
+	}
 
 	if c.ka != nil {
 		c.ka.Stop()

@@ -278,7 +278,7 @@ func (in *inbound) run(m *inMsg) {
 
 // workerLinger is how long a handler goroutine with nothing to do waits
 // for more work before it ends.
-const workerLinger = 250 * time.Millisecond
+const workerLinger = 20 * time.Millisecond
 
 // unpark takes an idle handler goroutine's inbox off the idle list. If a
 // request was handed to it meanwhile, unpark returns that request.

@@ -193,8 +193,10 @@ func (c *Conn) onCredit(n uint32) error {
 			c.notifyOut -= size
 		}
 		c.notifySizes = c.notifySizes[k:]
-		close(c.creditWait)
-		c.creditWait = make(chan struct{})
+		if c.creditWait != nil {
+			close(c.creditWait)
+			c.creditWait = nil
+		}
 	}
 	if c.drained != nil {
 		select { // wake a Shutdown waiting for its notifications to be handled

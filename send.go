@@ -56,12 +56,12 @@ type sendQueue struct {
 	queued  int           // budget held by msgs (sum of their credit), main lane
 	smallQ  int           // budget held in the small-message lane
 	extra   int           // bytes queued outside the budget: control frames and pushSmall
-	space   chan struct{} // closed when budget is released or the queue closes
+	space   chan struct{} // closed when budget is released or the queue closes; made by the first waiter (nil while nobody waits)
 	waiters int           // goroutines waiting on space
 	goAway  bool          // GOAWAY is queued: new requests and notifications are refused
 	running bool          // a writer goroutine is running (or lingering)
 	linger  bool          // the writer is lingering: waiting on wake for work
-	wake    chan struct{} // capacity 1: a token tells a lingering writer to go on; sent under mu
+	wake    chan struct{} // capacity 1: a token tells a lingering writer to go on; sent under mu; made at the first linger
 	writing bool          // the writer holds frames it has not flushed yet
 	written []*outMsg     // owned messages wholly taken; the writer gives their buffers back after flushing
 	flushed chan struct{} // non-nil while waitIdle waits; closed when all is written
@@ -69,7 +69,7 @@ type sendQueue struct {
 }
 
 func newSendQueue(limit int, writer func(), loops *sync.WaitGroup) *sendQueue {
-	return &sendQueue{limit: limit, writer: writer, loops: loops, space: make(chan struct{}), wake: make(chan struct{}, 1)}
+	return &sendQueue{limit: limit, writer: writer, loops: loops}
 }
 
 // unlockAndKick releases q.mu, starting the writer goroutine first if there
@@ -142,6 +142,9 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 	need := min(len(m.data), q.limit)
 	q.mu.Lock()
 	for q.err == nil && !q.refusesLocked(m) && q.queued+need > q.limit && !q.smallFitsLocked(need) {
+		if q.space == nil {
+			q.space = make(chan struct{})
+		}
 		ch := q.space
 		q.waiters++
 		q.mu.Unlock()
@@ -218,9 +221,9 @@ func (q *sendQueue) release(m *outMsg, n int) {
 	} else {
 		q.queued -= n
 	}
-	if q.waiters > 0 {
-		close(q.space)
-		q.space = make(chan struct{})
+	if q.space != nil {
+		close(q.space) // wakes every waiter; the next to wait makes a new one
+		q.space = nil
 	}
 }
 
@@ -370,6 +373,9 @@ func (q *sendQueue) park() int {
 		return parkExit
 	}
 	q.linger = true
+	if q.wake == nil {
+		q.wake = make(chan struct{}, 1)
+	}
 	return parkLinger
 }
 
@@ -441,7 +447,10 @@ func (q *sendQueue) close(err error) {
 		}
 	}
 	q.msgs, q.ctrl = nil, nil
-	close(q.space)
+	if q.space != nil {
+		close(q.space)
+		q.space = nil
+	}
 }
 
 // droppedAnswers returns how many answers close dropped unwritten.
