@@ -93,19 +93,19 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 	tuneConn(nc)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
-		nc:         nc,
-		cfg:        cfg,
-		log:        cfg.Logger,
-		user:       user,
-		br:         newOpeningReader(nc),
-		ctx:        ctx,
-		cancel:     cancel,
-		done:       make(chan struct{}),
-		ready:      make(chan struct{}),
-		goingAway:  make(chan struct{}),
-		notifySem:  make(chan struct{}, 1),
-		pending:    make(map[uint32]*call),
-		epoch:      time.Now(),
+		nc:        nc,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		user:      user,
+		br:        newOpeningReader(nc),
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		ready:     make(chan struct{}),
+		goingAway: make(chan struct{}),
+		notifySem: make(chan struct{}, 1),
+		pending:   make(map[uint32]*call),
+		epoch:     time.Now(),
 	}
 	c.fr.r = c.br
 	c.fr.dest = c.payloadDest
