@@ -4,8 +4,7 @@ package bokbok
 
 import (
 	"os"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // canTryRead reports whether readNonBlocking works here.
@@ -13,15 +12,22 @@ const canTryRead = true
 
 // readNonBlocking reads from the non-blocking socket fd into p. wait is
 // true if the socket has nothing to read yet.
+//
+// It calls the standard library's syscall.Read, as the net package does:
+// under the race detector, syscall.Read and syscall.Write carry the
+// happens-before edge from a write to the read of the same bytes, so a
+// value handed to a peer in this process through the socket is not
+// reported as a race (another package's read wrapper has its own edge,
+// which the net package's writes never release).
 func readNonBlocking(fd uintptr, p []byte) (n int, wait bool, err error) {
 	for {
-		n, err := unix.Read(int(fd), p)
+		n, err := syscall.Read(int(fd), p)
 		switch err {
 		case nil:
 			return n, false, nil
-		case unix.EINTR:
+		case syscall.EINTR:
 			continue
-		case unix.EAGAIN:
+		case syscall.EAGAIN:
 			return 0, true, nil
 		default:
 			return 0, false, os.NewSyscallError("read", err)
