@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -122,7 +123,10 @@ func (c *Conn) start() {
 	c.notifyLimit = int(c.peer.NotifyWindow)
 	c.running.Store(true)
 	c.touch()
-	c.takeOverReads()
+	if raw := rawConnOf(c.nc); raw != nil {
+		c.takeOverReads(raw)
+		c.sendq.setDirect(newDirectWriter(raw, c.rw))
+	}
 	c.loops.Add(1)
 	go c.readLoop() // the writer starts when there is something to write
 	c.startKeepalive()
@@ -131,12 +135,9 @@ func (c *Conn) start() {
 }
 
 // takeOverReads moves the connection's reads from the opening's buffered
-// reader to a connReader, where the connection allows it.
-func (c *Conn) takeOverReads() {
-	cr := newConnReader(c.nc, c.br)
-	if cr == nil {
-		return
-	}
+// reader to a connReader reading raw.
+func (c *Conn) takeOverReads(raw syscall.RawConn) {
+	cr := newConnReader(c.nc, raw, c.br)
 	c.cr, c.br = cr, nil
 	if c.rr != nil {
 		c.rr.r = cr

@@ -26,7 +26,7 @@ const readBufSize = 4 << 10
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
 
 // readBufPool holds connReader's buffers while no connection reads into
-// them.
+// them, and lends them to direct writes (directwrite.go).
 var readBufPool = sync.Pool{New: func() any {
 	b := make([]byte, readBufSize)
 	return &b
@@ -52,14 +52,10 @@ type connReader struct {
 	tryErr error                 // try's result: the read's error
 }
 
-// newConnReader returns a reader of nc for after the opening, taking over
-// what br has buffered, or nil if nc cannot be read without blocking (then
-// br stays in use). br goes back to its pool when it is taken over.
-func newConnReader(nc net.Conn, br *bufio.Reader) *connReader {
-	raw := rawConnOf(nc)
-	if raw == nil {
-		return nil
-	}
+// newConnReader returns a reader of nc, whose raw connection is raw, for
+// after the opening, taking over what br has buffered. br goes back to its
+// pool.
+func newConnReader(nc net.Conn, raw syscall.RawConn, br *bufio.Reader) *connReader {
 	cr := &connReader{nc: nc, raw: raw}
 	cr.try = cr.tryRead
 	if n := br.Buffered(); n > 0 {
@@ -72,10 +68,10 @@ func newConnReader(nc net.Conn, br *bufio.Reader) *connReader {
 	return cr
 }
 
-// rawConnOf returns nc's raw connection when reads can be tried without
-// blocking on this platform.
+// rawConnOf returns nc's raw connection when reads and writes can be tried
+// without blocking on this platform, or nil.
 func rawConnOf(nc net.Conn) syscall.RawConn {
-	if !canTryRead {
+	if !canTryIO {
 		return nil
 	}
 	sc, ok := nc.(interface {

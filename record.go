@@ -151,6 +151,35 @@ func (rw *recordWriter) writeOutLocked() error {
 	return err
 }
 
+// sealNow seals the frame hdr+payload, with anything buffered before it,
+// and writes what write takes of the sealed bytes at once (write must not
+// block); the rest stays buffered for the next Flush. It reports whether
+// bytes stay buffered. The frame must fit one record.
+func (rw *recordWriter) sealNow(hdr, payload []byte, write func([]byte) (int, error)) (owed bool, err error) {
+	rw.acquire()
+	defer rw.release()
+	if len(rw.pt)+len(hdr)+len(payload) > 1+maxRecordContent {
+		if err := rw.sealLocked(); err != nil {
+			return false, err
+		}
+	}
+	if len(rw.pt) == 0 {
+		rw.pt = growRecordBuf(rw.pt, 1+len(hdr)+len(payload))
+		rw.pt = append(rw.pt, recordData)
+	}
+	rw.pt = append(rw.pt, hdr...)
+	rw.pt = append(rw.pt, payload...)
+	if err := rw.sealLocked(); err != nil {
+		return false, err
+	}
+	n, err := write(rw.out)
+	if err != nil {
+		return false, err
+	}
+	rw.out = rw.out[:copy(rw.out, rw.out[n:])]
+	return len(rw.out) > 0, nil
+}
+
 // close writes what is buffered and a CLOSE record, then allows no more
 // writes. It gives up if the writer goroutine stays busy (a write blocked
 // on the network) until deadline, or if its own write takes longer (when

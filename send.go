@@ -20,6 +20,12 @@ import (
 // waits behind more than one frame of each large message ahead of it.
 // Frames taken together are written together and flushed once: concurrent
 // small calls share system calls.
+//
+// A small message queued while no writer is at work is written at once by
+// the goroutine that queues it, without blocking (directwrite.go): a lone
+// call or reply then costs no hand-over to the writer goroutine. What the
+// socket does not take at once is left to the writer, ahead of anything
+// queued after it.
 
 // outMsg is one message waiting to be written.
 type outMsg struct {
@@ -46,7 +52,8 @@ type sendQueue struct {
 	limit    int             // SendQueueBytes; read-only
 	writer   func()          // the writer goroutine's body; read-only
 	loops    *sync.WaitGroup // counts the writer goroutine; read-only
-	overflow func(error)     // called (without q.mu) when unbudgeted bytes pile up; read-only
+	overflow func(error)     // ends the connection; called without q.mu (unbudgeted bytes pile up, a direct write fails); read-only
+	direct   *directWriter   // writes small messages from the pusher's goroutine, or nil; set before the connection runs
 
 	mu      sync.Mutex    // guards the fields below
 	err     error         // set once the connection closes; queue refuses work
@@ -60,6 +67,9 @@ type sendQueue struct {
 	waiters int           // goroutines waiting on space
 	goAway  bool          // GOAWAY is queued: new requests and notifications are refused
 	running bool          // a writer goroutine is running (or lingering)
+	inline  bool          // a pusher is writing its message directly: the writer must not take or write meanwhile
+	tail    []byte        // bytes a direct write left unwritten (insecure): written before anything else
+	owed    bool          // a direct write left sealed records unwritten (secure): the writer must flush
 	linger  bool          // the writer is lingering: waiting on wake for work
 	wake    chan struct{} // capacity 1: a token tells a lingering writer to go on; sent under mu; made at the first linger
 	writing bool          // the writer holds frames it has not flushed yet
@@ -77,7 +87,7 @@ func newSendQueue(limit int, writer func(), loops *sync.WaitGroup) *sendQueue {
 // held, so a closing connection, which closes the queue under q.mu before
 // it waits on loops, always waits for it.
 func (q *sendQueue) unlockAndKick() {
-	work := q.err == nil && (len(q.ctrl) > 0 || len(q.msgs) > 0)
+	work := q.err == nil && !q.inline && q.workLocked()
 	start := work && !q.running
 	if start {
 		q.running = true
@@ -90,6 +100,12 @@ func (q *sendQueue) unlockAndKick() {
 	if start {
 		go q.writer()
 	}
+}
+
+// workLocked reports whether anything waits to be written. q.mu must be
+// held.
+func (q *sendQueue) workLocked() bool {
+	return len(q.ctrl) > 0 || len(q.msgs) > 0 || len(q.tail) > 0 || q.owed
 }
 
 // maxExtra bounds the bytes of control frames and small replies queued
@@ -178,6 +194,10 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 	q.msgs = append(q.msgs, m)
 	if m.queued != nil {
 		m.queued.Store(true)
+	}
+	if q.canWriteDirectLocked(m) {
+		q.writeDirect() // releases q.mu
+		return nil
 	}
 	q.unlockAndKick()
 	return nil
@@ -289,8 +309,27 @@ const batchBytes = 64 << 10
 func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dataFrame, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.inline { // woken by close while a pusher writes: its message is its own
+		return spare[:0], frames, false
+	}
 	ctrl, q.ctrl = q.ctrl, spare[:0]
 	q.extra -= len(ctrl)
+	if len(q.tail) > 0 { // the rest of a direct write goes first
+		ctrl = append(q.tail, ctrl...)
+		q.tail = nil
+	}
+	frames = q.takeFramesLocked(frames)
+	ok = len(ctrl) > 0 || len(frames) > 0 || q.owed
+	q.owed = false
+	if ok {
+		q.writing = true
+	}
+	return ctrl, frames, ok
+}
+
+// takeFramesLocked appends up to batchBytes of data frames to frames,
+// round-robin, and settles the budget of what it takes. q.mu must be held.
+func (q *sendQueue) takeFramesLocked(frames []dataFrame) []dataFrame {
 	total := 0
 	for len(q.msgs) > 0 && total < batchBytes {
 		if q.rr >= len(q.msgs) {
@@ -323,11 +362,7 @@ func (q *sendQueue) take(spare []byte, frames []dataFrame) (ctrl []byte, _ []dat
 			q.rr++
 		}
 	}
-	ok = len(ctrl) > 0 || len(frames) > 0
-	if ok {
-		q.writing = true
-	}
-	return ctrl, frames, ok
+	return frames
 }
 
 // giveBack returns the buffers of owned messages the writer has taken
@@ -360,14 +395,11 @@ const (
 func (q *sendQueue) park() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.err == nil && (len(q.ctrl) > 0 || len(q.msgs) > 0) {
+	if q.err == nil && q.workLocked() {
 		return parkGoOn
 	}
 	q.writing = false
-	if q.flushed != nil {
-		close(q.flushed)
-		q.flushed = nil
-	}
+	q.signalIdleLocked()
 	if q.err != nil {
 		q.running = false
 		return parkExit
@@ -410,7 +442,7 @@ func (q *sendQueue) lingerFor(t *time.Timer, d time.Duration) bool {
 // flushed, or done or ctx ends.
 func (q *sendQueue) waitIdle(ctx context.Context, done <-chan struct{}) error {
 	q.mu.Lock()
-	if !q.writing && len(q.ctrl) == 0 && len(q.msgs) == 0 {
+	if q.idleLocked() {
 		q.mu.Unlock()
 		return nil
 	}
@@ -426,6 +458,21 @@ func (q *sendQueue) waitIdle(ctx context.Context, done <-chan struct{}) error {
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// idleLocked reports whether everything queued has been written and
+// flushed. q.mu must be held.
+func (q *sendQueue) idleLocked() bool {
+	return !q.writing && !q.inline && !q.workLocked()
+}
+
+// signalIdleLocked tells waitIdle that all is written, if it is. q.mu
+// must be held.
+func (q *sendQueue) signalIdleLocked() {
+	if q.flushed != nil && q.idleLocked() {
+		close(q.flushed)
+		q.flushed = nil
 	}
 }
 
@@ -446,7 +493,7 @@ func (q *sendQueue) close(err error) {
 			q.dropped++
 		}
 	}
-	q.msgs, q.ctrl = nil, nil
+	q.msgs, q.ctrl, q.tail, q.owed = nil, nil, nil, false
 	if q.space != nil {
 		close(q.space)
 		q.space = nil
