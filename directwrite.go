@@ -113,6 +113,9 @@ func (q *sendQueue) writeDirect() {
 	q.inline = false
 	if err == nil && q.err == nil {
 		q.tail, q.owed = tail, owed
+		if tail != nil || owed {
+			q.partial++
+		}
 	}
 	q.signalIdleLocked()
 	q.unlockAndKick()

@@ -70,6 +70,7 @@ type sendQueue struct {
 	inline  bool          // a pusher is writing its message directly: the writer must not take or write meanwhile
 	tail    []byte        // bytes a direct write left unwritten (insecure): written before anything else
 	owed    bool          // a direct write left sealed records unwritten (secure): the writer must flush
+	partial int           // direct writes the socket took only part of (or none of)
 	linger  bool          // the writer is lingering: waiting on wake for work
 	wake    chan struct{} // capacity 1: a token tells a lingering writer to go on; sent under mu; made at the first linger
 	writing bool          // the writer holds frames it has not flushed yet
