@@ -53,7 +53,14 @@ func benchmarkRequest(b *testing.B, size int, parallel, secure bool) {
 		}
 		return
 	}
-	b.SetParallelism(32) // 32 × GOMAXPROCS goroutines share the one connection
+	// Small calls: 32 × GOMAXPROCS goroutines share the one connection.
+	// Large ones: 2 × GOMAXPROCS, as many as the receive budget's 64 MiB
+	// holds with every request and reply in flight at once.
+	if size <= 64<<10 {
+		b.SetParallelism(32)
+	} else {
+		b.SetParallelism(2)
+	}
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			call()

@@ -131,6 +131,17 @@ type Config struct {
 	// Default DefaultSendQueueBytes.
 	SendQueueBytes int
 
+	// SocketReceiveBuffer, if positive, sets the kernel's receive buffer
+	// (SO_RCVBUF) of a TCP connection to this many bytes; 0, the default,
+	// leaves the kernel to size it, which on Linux grows it to megabytes
+	// on a busy connection. What the kernel holds of a large message is
+	// read before a small message sent after it, so a small buffer bounds
+	// a small call's wait behind large messages on the same connection (on
+	// a fast local link, about a millisecond less per megabyte). It also
+	// bounds the connection's throughput to about the buffer's size per
+	// round trip, so keep the default on links with a long round trip.
+	SocketReceiveBuffer int
+
 	// HandshakeTimeout bounds the opening exchange (preamble and settings).
 	// Default DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
@@ -174,6 +185,9 @@ func (c *Config) withDefaults() (*Config, error) {
 		if *f.v == 0 {
 			*f.v = f.def
 		}
+	}
+	if out.SocketReceiveBuffer < 0 {
+		return nil, fmt.Errorf("bokbok: Config.SocketReceiveBuffer is %d, want >= 0 (0 leaves the kernel to size it)", out.SocketReceiveBuffer)
 	}
 	if out.MaxMessageSize > maxMessageSizeLimit {
 		return nil, fmt.Errorf("bokbok: Config.MaxMessageSize is %d, want at most %d", out.MaxMessageSize, maxMessageSizeLimit)

@@ -92,6 +92,9 @@ type frameSink interface {
 
 func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 	tuneConn(nc)
+	if tc, ok := nc.(*net.TCPConn); ok && cfg.SocketReceiveBuffer > 0 {
+		tc.SetReadBuffer(cfg.SocketReceiveBuffer) // best effort, like tuneConn
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{
 		nc:        nc,
@@ -113,6 +116,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 	c.reserve.left = reserveBudget
 	c.sendq = newSendQueue(cfg.SendQueueBytes, c.writeLoop, &c.loops)
 	c.sendq.overflow = c.fail
+	c.sendq.busy = c.manyInFlight
 	c.in.init(c)
 	c.intercept = chainInterceptors(c, cfg.Interceptors)
 	return c

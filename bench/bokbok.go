@@ -13,6 +13,7 @@ import (
 type bokbokSystem struct {
 	secure bool
 	key    bokbok.Key // secure only
+	rcvbuf int        // Config.SocketReceiveBuffer of both ends (bokbok-rcvbuf), or 0
 }
 
 const bokbokUser, bokbokRealm = "bench", "bench"
@@ -29,6 +30,9 @@ func newBokbokSystem(secure bool) (*bokbokSystem, error) {
 }
 
 func (s *bokbokSystem) name() string {
+	if s.rcvbuf > 0 {
+		return "bokbok-rcvbuf"
+	}
 	if s.secure {
 		return "bokbok-secure"
 	}
@@ -48,7 +52,7 @@ func (s *bokbokSystem) start() (string, func(), error) { return s.serve(bokbokEc
 // serve starts a bokbok.Server with handler h (and the system's key, if
 // secure) on 127.0.0.1; see system.start.
 func (s *bokbokSystem) serve(h bokbok.Handler) (string, func(), error) {
-	srv := &bokbok.Server{Config: bokbok.Config{Handler: h}}
+	srv := &bokbok.Server{Config: bokbok.Config{Handler: h, SocketReceiveBuffer: s.rcvbuf}}
 	if s.secure {
 		srv.Realm = bokbokRealm
 		srv.UserKey = func(user string) (bokbok.Key, bool) { return s.key, user == bokbokUser }
@@ -80,8 +84,8 @@ func (s *bokbokSystem) dial(ctx context.Context, addr string) (client, error) {
 // dial).
 func (s *bokbokSystem) connect(ctx context.Context, addr string, ics []bokbok.Interceptor) (*bokbok.Conn, error) {
 	var cfg *bokbok.Config
-	if s.secure || len(ics) > 0 {
-		cfg = &bokbok.Config{Interceptors: ics}
+	if s.secure || len(ics) > 0 || s.rcvbuf > 0 {
+		cfg = &bokbok.Config{Interceptors: ics, SocketReceiveBuffer: s.rcvbuf}
 	}
 	if s.secure {
 		cfg.Key, cfg.User, cfg.Realm = &s.key, bokbokUser, bokbokRealm

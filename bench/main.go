@@ -10,6 +10,7 @@
 //	bokbok-msgp        bokbok with a request/reply type whose MessagePack
 //	                   methods tinylib/msgp generated
 //	bokbok-bulk        bokbok with Data as a bokbok.Bulk (decoded without a copy)
+//	bokbok-rcvbuf      bokbok with Config.SocketReceiveBuffer 256 KiB at both ends
 //	bokbok-mux         bokbok through a Mux, a typed handler and a typed
 //	                   call, with two pass-through interceptors and middlewares
 //	bokbok-mux-bare    the same without interceptors or middleware

@@ -143,6 +143,8 @@ var targets = []target{
 	// for a CPU. (f), with one large caller, is the target.
 	{"(e) small-call p99", "bokbok", "netrpc", colHOLp99, true, 0.25, true},
 	{"(f) small-call p99", "bokbok", "netrpc", colHugeP99, true, 0.25, false},
+	{"(f) small-call p99", "bokbok-rcvbuf", "netrpc", colHugeP99, true, 0.25, false},
+	{"(c) 1 MiB, 256 KiB socket buffer", "bokbok-rcvbuf", "netrpc", colMBps, false, 1.0, false},
 	// The method-routing API against the plain Call and Handler: within
 	// 10% with two pass-through interceptors and middlewares, within 5%
 	// with none.

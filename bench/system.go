@@ -42,7 +42,8 @@ func allSystems() ([]system, error) {
 	if err != nil {
 		return nil, err
 	}
-	systems := []system{rawSystem{}, rawSecretboxSystem{}, netrpcSystem{}, grpcSystem{}, bok, bokSecure, newBokbokMsgpSystem(), newBokbokBulkSystem()}
+	rcvbuf := &bokbokSystem{rcvbuf: 256 << 10}
+	systems := []system{rawSystem{}, rawSecretboxSystem{}, netrpcSystem{}, grpcSystem{}, bok, bokSecure, newBokbokMsgpSystem(), newBokbokBulkSystem(), rcvbuf}
 	for _, v := range []struct{ secure, bare bool }{{false, false}, {false, true}, {true, false}} {
 		mux, err := newBokbokMuxSystem(v.secure, v.bare)
 		if err != nil {
