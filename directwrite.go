@@ -81,20 +81,23 @@ func (d *directWriter) tryWrite(fd uintptr) bool {
 }
 
 // setDirect lets small messages be written directly through d.
-func (q *sendQueue) setDirect(d *directWriter) {
-	q.mu.Lock()
-	q.direct = d
-	q.mu.Unlock()
+func (q *sendQueue) setDirect(d *directWriter) { q.direct.Store(d) }
+
+// mayWriteDirect reports whether m is one to write directly: it is small,
+// the connection can, and few messages are under way. When many are (many
+// callers, many handlers), the writer goroutine, which takes what is
+// queued together, writes them with fewer system calls and, on a secure
+// connection, seals them in fewer records.
+func (q *sendQueue) mayWriteDirect(m *outMsg) bool {
+	return len(m.data) <= directMax && q.direct.Load() != nil && (q.busy == nil || !q.busy())
 }
 
-// canWriteDirectLocked reports whether m, just queued, may be written by
-// its pusher now: it is small, alone in the queue, and no writer goroutine
-// is writing or about to. q.mu must be held.
-func (q *sendQueue) canWriteDirectLocked(m *outMsg) bool {
-	return q.direct != nil && q.err == nil && !q.inline &&
-		(!q.running || q.linger) && !q.writing &&
-		len(q.msgs) == 1 && len(q.ctrl) == 0 && len(q.tail) == 0 && !q.owed &&
-		len(m.data) <= directMax
+// canWriteDirectLocked reports whether the message just queued may be
+// written by its pusher now: it is alone in the queue, and no writer
+// goroutine is writing or about to. q.mu must be held.
+func (q *sendQueue) canWriteDirectLocked() bool {
+	return q.err == nil && !q.inline && (!q.running || q.linger) && !q.writing &&
+		len(q.msgs) == 1 && len(q.ctrl) == 0 && len(q.tail) == 0 && !q.owed
 }
 
 // writeDirect writes the one queued message from the calling goroutine
@@ -105,7 +108,7 @@ func (q *sendQueue) writeDirect() {
 	frames := q.takeFramesLocked(fr[:0])
 	q.mu.Unlock()
 
-	tail, owed, err := q.direct.writeFrame(&frames[0])
+	tail, owed, err := q.direct.Load().writeFrame(&frames[0])
 	frames[0] = dataFrame{}
 	q.giveBack()
 

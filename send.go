@@ -49,11 +49,12 @@ type outMsg struct {
 
 // sendQueue is the queue between senders and the writer.
 type sendQueue struct {
-	limit    int             // SendQueueBytes; read-only
-	writer   func()          // the writer goroutine's body; read-only
-	loops    *sync.WaitGroup // counts the writer goroutine; read-only
-	overflow func(error)     // ends the connection; called without q.mu (unbudgeted bytes pile up, a direct write fails); read-only
-	direct   *directWriter   // writes small messages from the pusher's goroutine, or nil; set before the connection runs
+	limit    int                          // SendQueueBytes; read-only
+	writer   func()                       // the writer goroutine's body; read-only
+	loops    *sync.WaitGroup              // counts the writer goroutine; read-only
+	overflow func(error)                  // ends the connection; called without q.mu (unbudgeted bytes pile up, a direct write fails); read-only
+	direct   atomic.Pointer[directWriter] // writes small messages from the pusher's goroutine; nil if it cannot
+	busy     func() bool                  // reports whether several messages are under way (then the writer batches them); read-only
 
 	mu      sync.Mutex    // guards the fields below
 	err     error         // set once the connection closes; queue refuses work
@@ -157,6 +158,7 @@ func (q *sendQueue) unlockAndWake() {
 // request and notification either before GOAWAY on the wire or nowhere.
 func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 	need := min(len(m.data), q.limit)
+	direct := q.mayWriteDirect(m) // before q.mu: it takes the connection's locks
 	q.mu.Lock()
 	for q.err == nil && !q.refusesLocked(m) && q.queued+need > q.limit && !q.smallFitsLocked(need) {
 		if q.space == nil {
@@ -196,7 +198,7 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 	if m.queued != nil {
 		m.queued.Store(true)
 	}
-	if q.canWriteDirectLocked(m) {
+	if direct && q.canWriteDirectLocked() {
 		q.writeDirect() // releases q.mu
 		return nil
 	}
