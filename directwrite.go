@@ -32,6 +32,7 @@ type directWriter struct {
 	rw    *recordWriter // a secure connection's record writer, or nil
 	write func([]byte) (int, error)
 	try   func(fd uintptr) bool
+	frame [1]dataFrame // the frame being written (kept here, so taking it allocates nothing)
 
 	p   []byte // try's argument
 	n   int    // try's result: bytes written
@@ -104,12 +105,12 @@ func (q *sendQueue) canWriteDirectLocked() bool {
 // (see canWriteDirectLocked). It is called with q.mu held and releases it.
 func (q *sendQueue) writeDirect() {
 	q.inline = true
-	var fr [1]dataFrame
-	frames := q.takeFramesLocked(fr[:0])
+	d := q.direct.Load()
+	frames := q.takeFramesLocked(d.frame[:0])
 	q.mu.Unlock()
 
-	tail, owed, err := q.direct.Load().writeFrame(&frames[0])
-	frames[0] = dataFrame{}
+	tail, owed, err := d.writeFrame(&frames[0])
+	frames[0] = dataFrame{} // drop the reference to the message's data
 	q.giveBack()
 
 	q.mu.Lock()

@@ -76,6 +76,7 @@ type sendQueue struct {
 	wake    chan struct{} // capacity 1: a token tells a lingering writer to go on; sent under mu; made at the first linger
 	writing bool          // the writer holds frames it has not flushed yet
 	written []*outMsg     // owned messages wholly taken; the writer gives their buffers back after flushing
+	spareW  []*outMsg     // an empty slice for written, kept between flushes (giveBack)
 	flushed chan struct{} // non-nil while waitIdle waits; closed when all is written
 	dropped int           // answers (RESPONSE, ERROR) the queue held unwritten when it closed
 }
@@ -373,16 +374,29 @@ func (q *sendQueue) takeFramesLocked(frames []dataFrame) []dataFrame {
 func (q *sendQueue) giveBack() {
 	q.mu.Lock()
 	done := q.written
-	q.written = nil
+	if len(done) == 0 {
+		q.mu.Unlock()
+		return
+	}
+	q.written, q.spareW = q.spareW, nil
 	for _, m := range done {
 		m.data = nil // the buffer goes back to the pool below
 	}
 	q.mu.Unlock()
-	for _, m := range done {
+	for i, m := range done {
 		m.owner.done()
 		m.owner = nil
+		done[i] = nil
+	}
+	if cap(done) <= maxSpareWritten { // else let a burst's long slice go
+		q.mu.Lock()
+		q.spareW = done[:0]
+		q.mu.Unlock()
 	}
 }
+
+// maxSpareWritten bounds the spare slice giveBack keeps.
+const maxSpareWritten = 64
 
 // What the writer does when park returns.
 const (
