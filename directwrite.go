@@ -4,9 +4,10 @@ import (
 	"syscall"
 )
 
-// Direct writes: a small message queued while no writer is at work is
-// written by the goroutine that queued it (a caller, or a handler
-// replying), without blocking and without waking the writer goroutine.
+// Direct writes: a small message queued while no writer is at work, and
+// while at most two calls or handlers are under way, is written by the
+// goroutine that queued it (a caller, or a handler replying), without
+// blocking and without waking the writer goroutine.
 //
 // The pusher takes the writer's part for the one message: under the
 // queue's lock it checks that the queue holds nothing else and that no
@@ -29,10 +30,10 @@ const directMax = readBufSize - frameHeaderSize
 // used only by the goroutine that has set the queue's inline flag.
 type directWriter struct {
 	raw   syscall.RawConn
-	rw    *recordWriter // a secure connection's record writer, or nil
-	write func([]byte) (int, error)
-	try   func(fd uintptr) bool
-	frame [1]dataFrame // the frame being written (kept here, so taking it allocates nothing)
+	rw    *recordWriter             // a secure connection's record writer, or nil
+	write func([]byte) (int, error) // writeNow, made once (the record writer calls it)
+	try   func(fd uintptr) bool     // tryWrite, made once (the raw connection calls it)
+	frame [1]dataFrame              // the frame being written (kept here, so taking it allocates nothing)
 
 	p   []byte // try's argument
 	n   int    // try's result: bytes written
