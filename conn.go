@@ -117,6 +117,7 @@ func newConn(nc net.Conn, cfg *Config, user string) *Conn {
 	c.sendq = newSendQueue(cfg.SendQueueBytes, c.writeLoop, &c.loops)
 	c.sendq.overflow = c.fail
 	c.sendq.busy = c.manyInFlight
+	c.sendq.answered = c.in.answerQueued
 	c.in.init(c)
 	c.intercept = chainInterceptors(c, cfg.Interceptors)
 	return c

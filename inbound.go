@@ -72,6 +72,10 @@ type inMsg struct {
 	skip   error        // a notification that will not be handled: why
 
 	replied atomic.Bool // a request: its answer has been taken by the send queue
+
+	// guarded by in.mu
+	done  bool // a request: its turn as a running request has ended (doneLocked)
+	freed bool // and its handler slot was given back then
 }
 
 func (in *inbound) init(c *Conn) {
@@ -231,6 +235,7 @@ func (in *inbound) run(m *inMsg) {
 			m.req.raw = nil // the body is no longer needed
 			out := c.answer(m.id, reply, err, m.req.replyMD)
 			out.queued = &m.replied
+			out.answers = m                             // its slot is given back once the reply is queued (answerQueued)
 			in.chargeReply(out)                         // the request's charge goes below, once the reply is queued
 			replyBytes := len(out.data) - bodyLenSize   // read before the writer may give the buffer back
 			_ = c.sendq.push(context.Background(), out) // an answer waits only for room, and fails only once closed
@@ -240,11 +245,15 @@ func (in *inbound) run(m *inMsg) {
 		}
 		m.cancel()
 		in.mu.Lock()
-		in.releaseLocked(m)
+		in.doneLocked(m)        // if the send queue has not already
 		if in.live[m.id] == m { // else the peer has reused the answered id already
-			delete(in.live, m.id)
+			delete(in.live, m.id) // only now: until its answer is queued, m is work in progress (Shutdown waits for it)
 		}
-		if len(in.queue) > 0 && in.running <= c.cfg.MaxConcurrentHandlers { // an overdraft slot of a nested request is given back instead
+		held := !m.freed // this goroutine still holds m's handler slot
+		if in.takesQueuedLocked(held) {
+			if !held {
+				in.running++
+			}
 			m = in.queue[0]
 			in.queue[0] = nil
 			in.queue = in.queue[1:]
@@ -252,7 +261,9 @@ func (in *inbound) run(m *inMsg) {
 			c.workDone()
 			continue
 		}
-		in.running--
+		if held {
+			in.running--
+		}
 		if inbox == nil {
 			inbox = make(chan *inMsg, 1)
 			timer = time.NewTimer(workerLinger)
@@ -273,6 +284,51 @@ func (in *inbound) run(m *inMsg) {
 		if m = in.unpark(inbox); m == nil {
 			return
 		}
+	}
+}
+
+// takesQueuedLocked reports whether a goroutine done with a request
+// serves the next queued one: if there is one and a slot for it, the
+// goroutine's own if it still holds it (held), else a free one. A slot
+// held beyond the limit (a nested request's overdraft) is given back
+// instead. in.mu must be held.
+func (in *inbound) takesQueuedLocked(held bool) bool {
+	limit := in.c.cfg.MaxConcurrentHandlers
+	if len(in.queue) == 0 {
+		return false
+	}
+	if held {
+		return in.running <= limit
+	}
+	return in.running < limit
+}
+
+// answerQueued is called by the send queue once the reply to m has its
+// room there and before the reply can be written: m's handler has
+// returned, so m's turn ends now (doneLocked). A peer that has the reply
+// may send its next request at once and must find the slot free, even
+// with no queue (MaxQueuedRequests < 0).
+func (in *inbound) answerQueued(m *inMsg) {
+	m.cancel()
+	in.mu.Lock()
+	in.doneLocked(m)
+	in.mu.Unlock()
+}
+
+// doneLocked ends m's turn as a running request, once: it lets go of m's
+// charge and gives back its handler slot unless requests wait in the queue
+// (the goroutine serving m serves the next of them in that slot). m stays
+// registered (for CANCEL, and as work in progress) until its goroutine is
+// done with it. in.mu must be held.
+func (in *inbound) doneLocked(m *inMsg) {
+	if m.done {
+		return
+	}
+	m.done = true
+	in.releaseLocked(m)
+	if len(in.queue) == 0 {
+		in.running--
+		m.freed = true
 	}
 }
 

@@ -497,3 +497,44 @@ func TestFinishedNestedRequestDoesNotStartQueuedOneBeyondLimit(t *testing.T) {
 	require.NoError(t, specAwait(t, ctx, held, "a hold"))
 	assert.EqualValues(t, 1, maxHolding.Load(), "B ran more requests at once than MaxConcurrentHandlers")
 }
+
+// TestHandlerSlotIsFreeOnceTheReplyIsOut: with one handler slot and no
+// queue, a caller that sends its next request as soon as it has a reply
+// never finds the slot still taken by the request just answered: the slot
+// is given back before the reply can be written (the reply may be written
+// by the handler's own goroutine, at once). Over TCP and over net.Pipe,
+// insecure and secure.
+func TestHandlerSlotIsFreeOnceTheReplyIsOut(t *testing.T) {
+	const calls = 2000
+	srvCfg := Config{Handler: echoHandler, MaxConcurrentHandlers: 1, MaxQueuedRequests: -1}
+	key := mustKey(t)
+	pairs := []struct {
+		name string
+		open func(t *testing.T) *Conn
+	}{
+		{"tcp", func(t *testing.T) *Conn {
+			c, _ := tcpPair(t, nil, &Server{Config: srvCfg})
+			return c
+		}},
+		{"tcp secure", func(t *testing.T) *Conn {
+			srv := &Server{Config: srvCfg, UserKey: func(string) (Key, bool) { return key, true }}
+			c, _ := tcpPair(t, &Config{Key: &key, User: "u"}, srv)
+			return c
+		}},
+		{"pipe", func(t *testing.T) *Conn {
+			cfg := srvCfg
+			c, _ := pipePair(t, nil, &cfg)
+			return c
+		}},
+	}
+	for _, p := range pairs {
+		t.Run(p.name, func(t *testing.T) {
+			c := p.open(t)
+			ctx := testCtx(t)
+			for i := range calls {
+				var out []byte
+				require.NoError(t, c.Call(ctx, []byte("x"), &out), "call %d", i)
+			}
+		})
+	}
+}

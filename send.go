@@ -36,9 +36,10 @@ type outMsg struct {
 	owner *encoder // if set, data is its buffer: given back once written
 	small bool     // queued by pushSmall, outside the budget
 
-	charge int64         // a reply: what it holds of the receive budget until wholly taken
-	budget *atomic.Int64 // where charge is given back
-	queued *atomic.Bool  // a reply: set, under the queue's lock, once the queue has taken it
+	charge  int64         // a reply: what it holds of the receive budget until wholly taken
+	budget  *atomic.Int64 // where charge is given back
+	queued  *atomic.Bool  // a reply: set, under the queue's lock, once the queue has taken it
+	answers *inMsg        // a handler's reply: the request it answers (see sendQueue.answered)
 
 	// guarded by sendQueue.mu
 	off    int  // bytes of data already taken for frames
@@ -55,6 +56,7 @@ type sendQueue struct {
 	overflow func(error)                  // ends the connection; called without q.mu (unbudgeted bytes pile up, a direct write fails); read-only
 	direct   atomic.Pointer[directWriter] // writes small messages from the pusher's goroutine; nil if it cannot
 	busy     func() bool                  // reports whether several messages are under way (then the writer batches them); read-only
+	answered func(*inMsg)                 // called without q.mu once a handler's reply has its room, before it can be written; read-only
 
 	mu      sync.Mutex    // guards the fields below
 	err     error         // set once the connection closes; queue refuses work
@@ -194,6 +196,20 @@ func (q *sendQueue) push(ctx context.Context, m *outMsg) error {
 	} else {
 		m.lane = true
 		q.smallQ += need
+	}
+	if m.answers != nil && q.answered != nil {
+		// The reply has its room. Its request's handler slot is given back
+		// before the reply can be written: the peer may send its next
+		// request as soon as it has the reply.
+		q.mu.Unlock()
+		q.answered(m.answers)
+		q.mu.Lock()
+		if q.err != nil {
+			q.release(m, m.credit)
+			err := q.err
+			q.mu.Unlock()
+			return err
+		}
 	}
 	q.msgs = append(q.msgs, m)
 	if m.queued != nil {

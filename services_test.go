@@ -322,7 +322,11 @@ func TestStatsRecordCallsBothWays(t *testing.T) {
 
 	blocked := make(chan error, 1)
 	go func() { _, err := client.RequestMethod(ctx, "block", "x"); blocked <- err }()
-	<-started
+	select {
+	case <-started:
+	case err := <-blocked:
+		t.Fatalf("the blocking request ended before its handler ran: %v", err)
+	}
 	_, err = client.RequestMethod(ctx, "busy", "x")
 	require.ErrorIs(t, err, ErrBusy)
 	close(release)
