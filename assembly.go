@@ -25,7 +25,10 @@ type assembly struct {
 }
 
 // Reservation budgets: how many announced-but-not-yet-arrived bytes may be
-// allocated ahead, per connection and across the process.
+// allocated ahead, per connection and across the process. A buffer of a
+// message over 64 KiB comes from a pool of size classes (msgbuf.go) and is
+// at most 1/8 larger than the message; the budgets count the message's
+// bytes.
 const (
 	reserveBudget       = 8 << 20
 	globalReserveBudget = 64 << 20
@@ -81,12 +84,15 @@ func (a *assembly) add(kind frameKind, p []byte, limit int) (bool, error) {
 	return a.addWithin(kind, p, limit, nil)
 }
 
-// drop gives back the message's reservation (it will never complete).
+// drop gives back the message's reservation and its buffer (it will
+// never complete).
 func (a *assembly) drop(budget *reservation) {
 	if budget != nil && a.reserved > 0 {
 		budget.give(a.reserved)
 	}
 	a.reserved = 0
+	putMsgBuf(a.buf)
+	a.buf = nil
 }
 
 // free returns the next n bytes of the buffer's spare room, for the next
@@ -128,7 +134,7 @@ func (a *assembly) addWithin(kind frameKind, p []byte, limit int, budget *reserv
 	}
 	if first {
 		if ahead := a.total - len(p); budget != nil && ahead > 0 && budget.take(ahead) {
-			a.buf = make([]byte, 0, a.total)
+			a.buf = getMsgBuf(a.total)
 			a.reserved = ahead
 		} else {
 			a.buf = make([]byte, 0, min(a.total, max(len(p), 1)))
@@ -143,8 +149,8 @@ func (a *assembly) addWithin(kind frameKind, p []byte, limit int, budget *reserv
 		return false, protocolErrorf("%s frames carry more than the %d bytes announced", kind, a.total)
 	}
 	if n > cap(a.buf) {
-		grown := make([]byte, len(a.buf), min(a.total, max(2*cap(a.buf), n)))
-		copy(grown, a.buf)
+		grown := append(getMsgBuf(min(a.total, max(2*cap(a.buf), n))), a.buf...)
+		putMsgBuf(a.buf) // read into only here, so referred to by nothing else
 		a.buf = grown
 	}
 	if len(p) > 0 && cap(a.buf) > len(a.buf) && &a.buf[:len(a.buf)+1][len(a.buf)] == &p[0] {

@@ -15,10 +15,12 @@ import (
 //
 // Lifetime: in a request decoded by a handler, a Bulk is valid until the
 // handler returns (a handler that keeps the bytes longer must copy them,
-// for example with bytes.Clone); it may be returned in the handler's reply,
-// which is encoded before the buffer is let go. In an answer decoded by
-// Call, Invoke or Response.Decode, the buffer belongs to the caller: the
-// bytes stay valid as long as they are referenced. A Bulk shares its
+// for example with bytes.Clone): the buffer may then be reused for a later
+// message. It may be returned in the handler's reply, which is encoded
+// before the buffer is let go. In an answer decoded by Call, Invoke or
+// Response.Decode, the buffer belongs to the caller: the bytes stay valid
+// as long as they are referenced (a reply decoded into a Bulk is never
+// reused). A Bulk shares its
 // buffer with the rest of the message, so keeping a small Bulk keeps the
 // whole message's buffer in memory. Modifying a received Bulk in place is
 // allowed within its lifetime; appending to it copies.

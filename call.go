@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +24,7 @@ type call struct {
 
 	// written by finish before done closes
 	body []byte
+	buf  []byte // the buffer body lies in (see Response.release)
 	md   Metadata
 	err  error
 
@@ -34,8 +36,8 @@ type call struct {
 
 // finish completes the call. Only the goroutine that removed the call from
 // the pending map (under Conn.mu) may call it.
-func (cl *call) finish(body []byte, md Metadata, err error) {
-	cl.body, cl.md, cl.err = body, md, err
+func (cl *call) finish(body, buf []byte, md Metadata, err error) {
+	cl.body, cl.buf, cl.md, cl.err = body, buf, md, err
 	close(cl.done)
 }
 
@@ -43,7 +45,9 @@ func (cl *call) finish(body []byte, md Metadata, err error) {
 type Response struct {
 	raw   []byte
 	md    Metadata
-	limit int64 // the connection's MaxReceiveBytes, for Decode
+	limit int64       // the connection's MaxReceiveBytes, for Decode
+	buf   []byte      // the buffer raw lies in, if it may go back to the pool (see release)
+	kept  atomic.Bool // Raw was called, or a decoding may refer to buf: it never goes back
 }
 
 // Metadata returns the metadata the peer's handler attached to the reply
@@ -59,10 +63,29 @@ func (r *Response) Metadata() Metadata { return r.md }
 //
 // A reply whose decoding is estimated to take more than the connection's
 // Config.MaxReceiveBytes fails with a *MessageTooLargeError.
-func (r *Response) Decode(out any) error { return decodeValue(r.raw, out, r.limit) }
+func (r *Response) Decode(out any) error {
+	aliased, err := decodeAliasing(r.raw, out, r.limit)
+	if aliased {
+		r.kept.Store(true)
+	}
+	return err
+}
 
 // Raw returns the reply's msgpack encoding. The caller must not modify it.
-func (r *Response) Raw() []byte { return r.raw }
+func (r *Response) Raw() []byte {
+	r.kept.Store(true)
+	return r.raw
+}
+
+// release gives the reply's buffer back to the pool once Call or Invoke
+// is done with it, unless somebody may still refer to it. r may be nil.
+func (r *Response) release() {
+	if r == nil || r.buf == nil || r.kept.Load() {
+		return
+	}
+	putMsgBuf(r.buf)
+	r.buf, r.raw = nil, nil
+}
 
 // Request sends msg to the peer's Handler and waits for the reply. msg may
 // be any value msgpack can encode: maps, slices, strings, numbers, []byte,
@@ -164,7 +187,7 @@ func (c *Conn) request(ctx context.Context, o *Outgoing) (err error) {
 			}
 			return cl.err
 		}
-		cl.resp.raw, cl.resp.md, cl.resp.limit = cl.body, cl.md, int64(c.cfg.MaxReceiveBytes)
+		cl.resp.raw, cl.resp.md, cl.resp.limit, cl.resp.buf = cl.body, cl.md, int64(c.cfg.MaxReceiveBytes), cl.buf
 		o.resp = &cl.resp
 		return nil
 	case <-ctx.Done():
@@ -223,10 +246,14 @@ func (c *Conn) Invoke(ctx context.Context, method string, msg, out any) error {
 		return err
 	}
 	resp, err := c.RequestMethod(ctx, method, msg)
-	if err != nil || out == nil {
+	if err != nil {
 		return err
 	}
-	return resp.Decode(out)
+	if out != nil {
+		err = resp.Decode(out)
+	}
+	resp.release() // the reply is not returned: its buffer may be reused
+	return err
 }
 
 // checkOut refuses a reply destination that is neither nil nor a non-nil

@@ -234,37 +234,46 @@ func readMsgpackUint(b []byte) (uint64, int, error) {
 // ErrMessageTooLarge. A pointer to a value with generated decoding methods
 // is decoded by them, after the same check (see codec_generated.go).
 func decodeValue(raw []byte, out any, limit int64) error {
+	_, err := decodeAliasing(raw, out, limit)
+	return err
+}
+
+// decodeAliasing is decodeValue, also reporting whether out may refer to
+// raw's bytes (a Bulk does; a generated decoder may).
+func decodeAliasing(raw []byte, out any, limit int64) (aliased bool, err error) {
 	info, err := msgpackcheck.Check(raw)
 	if err != nil {
-		return fmt.Errorf("bokbok: decoding message: %w", err)
+		return false, fmt.Errorf("bokbok: decoding message: %w", err)
 	}
 	if limit > 0 && info.Decoded > limit {
-		return fmt.Errorf("bokbok: decoding message: %w", &MessageTooLargeError{Size: len(raw), Decoded: info.Decoded, Limit: int(limit)})
+		return false, fmt.Errorf("bokbok: decoding message: %w", &MessageTooLargeError{Size: len(raw), Decoded: info.Decoded, Limit: int(limit)})
 	}
-	left, err := decodeChecked(raw, info, out)
+	left, aliased, err := decodeChecked(raw, info, out)
 	if err != nil {
-		return fmt.Errorf("bokbok: decoding message: %w", err)
+		return aliased, fmt.Errorf("bokbok: decoding message: %w", err)
 	}
 	if left != 0 {
-		return fmt.Errorf("bokbok: decoding message: %d bytes left after the value", left)
+		return aliased, fmt.Errorf("bokbok: decoding message: %d bytes left after the value", left)
 	}
-	return nil
+	return aliased, nil
 }
 
 // decodeChecked decodes raw, checked already (info is what the check
 // found), into out: by out's generated method if it has one, else with a
-// pooled decoder. It returns the number of bytes of raw left unread.
-func decodeChecked(raw []byte, info msgpackcheck.Info, out any) (left int, err error) {
+// pooled decoder. It returns the number of bytes of raw left unread, and
+// whether out may refer to raw's bytes.
+func decodeChecked(raw []byte, info msgpackcheck.Info, out any) (left int, aliased bool, err error) {
 	if u, through, ok := generatedUnmarshaler(out); ok {
-		return unmarshalGenerated(raw, out, u, through)
+		left, err = unmarshalGenerated(raw, out, u, through)
+		return left, true, err // generated code may keep slices of raw
 	}
 	d := decoderPool.Get().(*decoder)
 	d.r.Reset(raw, info)
 	err = d.dec.Decode(out)
-	left = d.r.Len()
+	left, aliased = d.r.Len(), d.r.Aliased()
 	d.r.Reset(nil, msgpackcheck.Info{})
 	decoderPool.Put(d)
-	return left, err
+	return left, aliased, err
 }
 
 // decoder is a msgpack decoder bound to its own checked reader, pooled.

@@ -250,7 +250,7 @@ func (c *Conn) fail(cause error) {
 		if !c.sendq.started(cl.out) { // the queue is closed: it never will be
 			err = notSent(err)
 		}
-		cl.finish(nil, nil, err)
+		cl.finish(nil, nil, nil, err)
 	}
 	level := slog.LevelDebug
 	if cause != nil && !errors.Is(cause, io.EOF) && !errors.Is(cause, ErrShutdown) && !errors.Is(cause, errPeerGone) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync/atomic"
 )
 
 // Handler serves the requests and notifications a peer sends. It is called
@@ -34,6 +35,14 @@ func (f HandlerFunc) ServeBokbok(ctx context.Context, req *Request) (any, error)
 }
 
 // Request is a request or notification received from the peer.
+//
+// A Request belongs to its handler's run: it must not be used after the
+// handler returns. Once the handler has returned and its reply is encoded,
+// the buffer the message arrived in may be reused for a later message, so
+// anything decoded from it without a copy (a Bulk, or slices a generated
+// decoder keeps, such as msgp's zero-copy fields) is valid only until
+// then; the bytes Raw returns are the exception and stay valid (taking
+// them keeps the buffer from being reused).
 type Request struct {
 	conn    *Conn
 	raw     []byte
@@ -41,6 +50,8 @@ type Request struct {
 	method  string
 	md      Metadata
 	replyMD Metadata // set by the handler, sent with the reply
+
+	rawTaken atomic.Bool // Raw was called: the message's buffer is not given back to the pool
 }
 
 // Method returns the method name the peer sent the message with (see
@@ -80,11 +91,14 @@ func (r *Request) Decode(out any) error {
 }
 
 // Raw returns the message's msgpack encoding. The handler must not modify
-// it. It is exactly one well-formed msgpack value, nested at most 256
+// it; it stays valid after the handler returns. It is exactly one well-formed msgpack value, nested at most 256
 // levels deep, in which every declared length and count fits in the bytes
 // that remain: messages that are not are refused before a handler sees
 // them (see PROTOCOL.md, "Message bodies").
-func (r *Request) Raw() []byte { return r.raw }
+func (r *Request) Raw() []byte {
+	r.rawTaken.Store(true)
+	return r.raw
+}
 
 // IsNotification reports whether the peer sent the message with Notify and
 // expects no reply.

@@ -56,6 +56,7 @@ type inMsg struct {
 	nested   bool
 	header   bool // the first frame had flagHeader
 	asm      assembly
+	buf      []byte // the whole message's buffer, once whole; given back by releaseBody
 	complete bool
 	timeout  time.Duration // 0 = none
 
@@ -119,6 +120,7 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 	delete(in.asm, h.id)
 	body := m.asm.buf
 	m.asm = assembly{}
+	m.buf = body
 	m.req = Request{conn: c, raw: body, notify: h.kind == kindNotify}
 	if c.cfg.Stats != nil {
 		m.start, m.size = time.Now(), len(body)
@@ -232,8 +234,8 @@ func (in *inbound) run(m *inMsg) {
 	for {
 		if c.waitReady() {
 			reply, err := c.invoke(&m.hctx, &m.req)
-			m.req.raw = nil // the body is no longer needed
 			out := c.answer(m.id, reply, err, m.req.replyMD)
+			m.releaseBody() // the reply is encoded: nothing refers to the body now
 			out.queued = &m.replied
 			out.answers = m                             // its slot is given back once the reply is queued (answerQueued)
 			in.chargeReply(out)                         // the request's charge goes below, once the reply is queued
@@ -464,7 +466,7 @@ func (in *inbound) notifier() {
 		if c.cfg.Stats != nil {
 			c.servedStats(m, 0, err != nil, err)
 		}
-		m.req.raw = nil
+		m.releaseBody()
 
 		in.mu.Lock()
 		in.noteBusy = false
@@ -519,4 +521,14 @@ func (in *inbound) idle() bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return len(in.asm) == 0 && len(in.live) == 0 && len(in.notes) == 0 && !in.notifying && in.refusing == 0
+}
+
+// releaseBody drops the message's body once its handler has returned and
+// any reply is encoded, giving its buffer back to the pool unless the
+// handler took Request.Raw (see msgbuf.go).
+func (m *inMsg) releaseBody() {
+	if !m.req.rawTaken.Load() {
+		putMsgBuf(m.buf)
+	}
+	m.buf, m.req.raw = nil, nil
 }

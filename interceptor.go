@@ -53,7 +53,10 @@ func (o *Outgoing) IsNotification() bool { return o.notify }
 func (o *Outgoing) RequestSize() int { return o.reqBytes }
 
 // Response returns the reply to a request that succeeded, once the next
-// step has returned; otherwise nil.
+// step has returned; otherwise nil. For a call made with Call or Invoke
+// (and the typed calls), which decode the reply and return only the
+// decoded value, the Response is valid only until the interceptor
+// returns: its buffer may then be reused, unless its Raw was taken.
 func (o *Outgoing) Response() *Response { return o.resp }
 
 // CallFunc sends a call: the next step of an interceptor chain.

@@ -117,6 +117,7 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 		return err
 	}
 	body, discarded := cl.asm.buf, cl.asm.discard
+	buf := body // the whole buffer, header and all
 	cl.asm = assembly{}
 
 	var (
@@ -173,7 +174,10 @@ func (c *Conn) answerFrame(h frameHeader, p []byte) error {
 	wanted := mine && !cl.abandoned
 	c.mu.Unlock()
 	if wanted {
-		cl.finish(body, md, callErr)
+		if body == nil {
+			buf = nil
+		}
+		cl.finish(body, buf, md, callErr)
 	}
 	c.workDone()
 	return nil

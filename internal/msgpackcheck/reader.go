@@ -15,16 +15,21 @@ var ErrExtPayload = errors.New("msgpack: an extension's payload read as msgpack 
 // fails with ErrExtPayload; Read does not, so payloads can still be read
 // as bytes.
 type Reader struct {
-	b    []byte
-	pos  int
-	exts []span // payloads, in order; exts[next:] lie at or after pos
-	next int
+	b       []byte
+	pos     int
+	exts    []span // payloads, in order; exts[next:] lie at or after pos
+	next    int
+	aliased bool // Next has handed out part of b
 }
 
 // Reset makes r read b, whose extension payloads info lists.
 func (r *Reader) Reset(b []byte, info Info) {
-	r.b, r.pos, r.exts, r.next = b, 0, info.exts, 0
+	r.b, r.pos, r.exts, r.next, r.aliased = b, 0, info.exts, 0, false
 }
+
+// Aliased reports whether Next has returned part of the bytes since the
+// last Reset: whether what was decoded may refer to them.
+func (r *Reader) Aliased() bool { return r.aliased }
 
 // Len returns how many bytes are left.
 func (r *Reader) Len() int { return len(r.b) - r.pos }
@@ -81,5 +86,6 @@ func (r *Reader) Next(n int) (b []byte, ok bool) {
 	}
 	b = r.b[r.pos : r.pos+n : r.pos+n]
 	r.pos += n
+	r.aliased = true
 	return b, true
 }
