@@ -19,14 +19,9 @@ type call struct {
 	id   uint32
 	out  *outMsg       // points at msg
 	msg  outMsg        // the request, as queued (one allocation with the call)
-	resp Response      // the answer, returned by Request
+	resp Response      // the answer, returned by Request: its body, buffer and metadata written by finish before done closes
 	done chan struct{} // closed by finish, exactly once
-
-	// written by finish before done closes
-	body []byte
-	buf  []byte // the buffer body lies in (see Response.release)
-	md   Metadata
-	err  error
+	err  error         // written by finish before done closes
 
 	asm       assembly  // the answer being received; owned by the reader
 	asmKind   frameKind // RESPONSE or ERROR, once the first frame arrived
@@ -37,7 +32,7 @@ type call struct {
 // finish completes the call. Only the goroutine that removed the call from
 // the pending map (under Conn.mu) may call it.
 func (cl *call) finish(body, buf []byte, md Metadata, err error) {
-	cl.body, cl.buf, cl.md, cl.err = body, buf, md, err
+	cl.resp.raw, cl.resp.buf, cl.resp.md, cl.err = body, buf, md, err // buf: the buffer body lies in (see Response.release)
 	close(cl.done)
 }
 
@@ -187,7 +182,7 @@ func (c *Conn) request(ctx context.Context, o *Outgoing) (err error) {
 			}
 			return cl.err
 		}
-		cl.resp.raw, cl.resp.md, cl.resp.limit, cl.resp.buf = cl.body, cl.md, int64(c.cfg.MaxReceiveBytes), cl.buf
+		cl.resp.limit = int64(c.cfg.MaxReceiveBytes)
 		o.resp = &cl.resp
 		return nil
 	case <-ctx.Done():

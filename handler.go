@@ -46,11 +46,11 @@ func (f HandlerFunc) ServeBokbok(ctx context.Context, req *Request) (any, error)
 type Request struct {
 	conn    *Conn
 	raw     []byte
-	notify  bool
 	method  string
 	md      Metadata
 	replyMD Metadata // set by the handler, sent with the reply
 
+	notify   bool
 	rawTaken atomic.Bool // Raw was called: the message's buffer is not given back to the pool
 }
 

@@ -55,10 +55,9 @@ type inMsg struct {
 	kind     frameKind
 	nested   bool
 	header   bool // the first frame had flagHeader
+	complete bool
 	asm      assembly
 	buf      []byte // the whole message's buffer, once whole; given back by releaseBody
-	complete bool
-	timeout  time.Duration // 0 = none
 
 	ctx     context.Context // requests: set when queued or started
 	cancel  context.CancelFunc
@@ -171,19 +170,18 @@ func (in *inbound) frame(h frameHeader, p []byte) error {
 		in.unlockAndRefuse(m, rerr)
 		return nil
 	}
-	m.timeout = time.Duration(min(t, uint64(1<<63-1)/1000)) * time.Microsecond
-	return in.dispatchLocked(m)
+	return in.dispatchLocked(m, time.Duration(min(t, uint64(1<<63-1)/1000))*time.Microsecond)
 }
 
-// dispatchLocked runs, queues or refuses a whole request. in.mu must be
-// held; it is released.
-func (in *inbound) dispatchLocked(m *inMsg) error {
+// dispatchLocked runs, queues or refuses a whole request, whose handler
+// gets timeout (0 = none) to answer. in.mu must be held; it is released.
+func (in *inbound) dispatchLocked(m *inMsg, timeout time.Duration) error {
 	c := in.c
 	limit := c.cfg.MaxConcurrentHandlers
 	switch {
 	case in.running < limit || (m.nested && in.running < 2*limit):
 		in.running++
-		in.prepare(m)
+		in.prepare(m, timeout)
 		if n := len(in.waiting); n > 0 { // a handler goroutine waiting for work
 			w := in.waiting[n-1]
 			in.waiting[n-1] = nil
@@ -196,7 +194,7 @@ func (in *inbound) dispatchLocked(m *inMsg) error {
 		in.mu.Unlock()
 		go in.run(m)
 	case !m.nested && len(in.queue) < c.cfg.MaxQueuedRequests:
-		in.prepare(m)
+		in.prepare(m, timeout)
 		in.queue = append(in.queue, m)
 		in.mu.Unlock()
 	default:
@@ -208,10 +206,10 @@ func (in *inbound) dispatchLocked(m *inMsg) error {
 
 // prepare gives a request its context, whose deadline counts from
 // arrival, and registers it for CANCEL. in.mu must be held.
-func (in *inbound) prepare(m *inMsg) {
+func (in *inbound) prepare(m *inMsg, timeout time.Duration) {
 	ctx := in.noteCtx // the connection's context, marked as a handler's
-	if m.timeout > 0 {
-		m.ctx, m.cancel = context.WithTimeout(ctx, m.timeout)
+	if timeout > 0 {  // 0 = none
+		m.ctx, m.cancel = context.WithTimeout(ctx, timeout)
 	} else {
 		m.ctx, m.cancel = context.WithCancel(ctx)
 	}

@@ -72,8 +72,9 @@ func getMsgBuf(n int) []byte {
 // exactly a class's. The caller must hold the only reference to b.
 func putMsgBuf(b []byte) {
 	if class, size := msgClass(cap(b)); class >= 0 && size == cap(b) {
-		b = b[:0]
-		msgPools[class].Put(&b)
+		p := new([]byte) // allocated here only: taking &b would move every b to the heap
+		*p = b[:0]
+		msgPools[class].Put(p)
 	}
 }
 
