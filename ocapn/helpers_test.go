@@ -65,11 +65,10 @@ func registerSuiteObjects(n *Node) {
 		return args, nil
 	}))
 	n.Register(swissGreeter, ObjectFunc(func(args []any) (any, error) {
-		ref, ok := args[0].(*Ref)
-		if !ok {
+		if len(args) != 1 {
 			return nil, errors.New("a reference")
 		}
-		ref.Deliver("Hello").Then(func(any, error) { time.AfterFunc(10*time.Millisecond, runtime.GC) })
+		n.Send(args[0], "Hello").Then(func(any, error) { time.AfterFunc(10*time.Millisecond, runtime.GC) })
 		return nil, nil
 	}))
 	n.Register(swissPromiseResolver, ObjectFunc(func([]any) (any, error) {
@@ -191,6 +190,18 @@ func (p *rawPeer) deliver(to any, args []any, answer bool) (resolver, ans int) {
 	}
 	p.send(syrup.Record{Label: sym("op:deliver"), Fields: []any{to, args, pos, importObj(resolver)}})
 	return resolver, ans
+}
+
+// expectTo reads until an op:deliver or op:deliver-only to to.
+func (p *rawPeer) expectTo(to any) syrup.Record {
+	p.t.Helper()
+	for {
+		r, err := p.recv()
+		require.NoError(p.t, err, "waiting for a message to %v", to)
+		if (r.Label == sym("op:deliver-only") || r.Label == sym("op:deliver")) && syrup.Equal(r.Fields[0], to) {
+			return r
+		}
+	}
 }
 
 // resolution reads until the node sends resolver a fulfill or break,

@@ -33,6 +33,12 @@ type Config struct {
 	// MaxQueued bounds the messages waiting to be written to the peer; a
 	// peer that lets more pile up has its session aborted. Default 4096.
 	MaxQueued int
+	// MaxGifts bounds, per session, each of: the gifts its peer deposited
+	// and no one withdrew, the peer's withdrawals waiting for their gifts,
+	// the handoffs the peer gave this node that are in progress, and the
+	// handoff counts the peer used out of order. Beyond it, the message
+	// breaks. Default 1024.
+	MaxGifts int
 	// HandshakeTimeout bounds the wait for the peer's op:start-session.
 	// Default 10 s.
 	HandshakeTimeout time.Duration
@@ -53,6 +59,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxAnswers, 16384)
 	def(&c.MaxPending, 256)
 	def(&c.MaxQueued, 4096)
+	def(&c.MaxGifts, 1024)
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
@@ -69,12 +76,13 @@ func (c Config) withDefaults() Config {
 type Node struct {
 	cfg Config
 
-	mu     sync.Mutex    // guards queue and closed
-	queue  []func()      // work for the loop, in order
-	wake   chan struct{} // capacity 1: work was queued
-	closed bool
-	done   chan struct{} // closed by Close
-	wg     sync.WaitGroup
+	mu        sync.Mutex    // guards queue and closed
+	queue     []func()      // work for the loop, in order
+	wake      chan struct{} // capacity 1: work was queued
+	closed    bool
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 
 	// owned by the loop
 	objects   map[string]Object
@@ -82,6 +90,7 @@ type Node struct {
 	netlayers map[string]Netlayer // by transport: the one used to dial
 	served    []Netlayer          // every netlayer added, closed by Close
 	all       map[*session]struct{}
+	byID      map[string]*session // established sessions by session ID
 }
 
 // NewNode returns a node with cfg's limits and starts its event loop;
@@ -95,6 +104,7 @@ func NewNode(cfg Config) *Node {
 		sessions:  make(map[string]*session),
 		netlayers: make(map[string]Netlayer),
 		all:       make(map[*session]struct{}),
+		byID:      make(map[string]*session),
 	}
 	n.wg.Add(1)
 	go n.loop()
@@ -268,29 +278,28 @@ func (n *Node) withSession(peer Peer, f func(*session, error)) {
 func peerKey(p Peer) string { return p.Transport + "\x00" + p.Designator }
 
 // Close aborts every session, closes the netlayers and stops the event
-// loop, and waits for the node's goroutines.
+// loop, and waits for the node's goroutines. Calling it again waits too.
 func (n *Node) Close() error {
-	finished := make(chan struct{})
-	n.post(func() {
-		for s := range n.all {
-			s.abort("node shutting down")
+	n.closeOnce.Do(func() {
+		finished := make(chan struct{})
+		n.post(func() {
+			for s := range n.all {
+				s.abort("node shutting down")
+			}
+			for _, nl := range n.served {
+				nl.Close()
+			}
+			close(finished)
+		})
+		select {
+		case <-finished:
+		case <-time.After(5 * time.Second): // an object's Deliver is stuck
 		}
-		for _, nl := range n.served {
-			nl.Close()
-		}
-		close(finished)
-	})
-	select {
-	case <-finished:
-	case <-time.After(5 * time.Second):
-	}
-	n.mu.Lock()
-	already := n.closed
-	n.closed = true
-	n.mu.Unlock()
-	if !already {
+		n.mu.Lock()
+		n.closed = true
+		n.mu.Unlock()
 		close(n.done)
-	}
+	})
 	n.wg.Wait()
 	return nil
 }

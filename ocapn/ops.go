@@ -172,7 +172,7 @@ func (s *session) onDeliver(r syrup.Record, answer bool) error {
 	if !answer {
 		settle = nil
 	}
-	s.deliverTo(to, args, settle)
+	deliverTo(to, args, settle)
 	return nil
 }
 
@@ -198,45 +198,6 @@ func errorValue(err error) any {
 		return be.Reason
 	}
 	return err.Error()
-}
-
-// deliverTo delivers args to t (an Object, a promise, or the peer's Ref)
-// and passes the result to settle, which may be nil. On the loop.
-func (s *session) deliverTo(t any, args []any, settle func(any, error)) {
-	if settle == nil {
-		settle = func(any, error) {}
-	}
-	switch x := t.(type) {
-	case *Promise:
-		x.whenSettled(func(v any, err error) {
-			if err != nil {
-				settle(nil, err)
-				return
-			}
-			if _, again := v.(*Promise); again { // cannot happen: a settled promise holds no promise
-				settle(nil, errors.New("ocapn: a promise settled to a promise"))
-				return
-			}
-			s.deliverTo(v, args, settle)
-		})
-	case *Ref:
-		x.Deliver(args...).whenSettled(settle)
-	case Object:
-		v, err := safeDeliver(x, args)
-		settle(v, err)
-	default:
-		settle(nil, fmt.Errorf("ocapn: a message to %T, which is not an object", t))
-	}
-}
-
-// safeDeliver runs o.Deliver, turning a panic into an error.
-func safeDeliver(o Object, args []any) (v any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			v, err = nil, fmt.Errorf("ocapn: the object panicked: %v", p)
-		}
-	}()
-	return o.Deliver(args)
 }
 
 // onListen handles op:listen <to-desc listen-desc [wants-partial]>.

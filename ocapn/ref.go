@@ -17,6 +17,11 @@ type Ref struct {
 	promise bool // the peer exported a promise
 }
 
+// Peer returns the locator of the peer whose object r names: the peer
+// that exported it, which for a reference handed off by a third party is
+// the object's own node, not the introducer.
+func (r *Ref) Peer() Peer { return r.s.peer }
+
 // IsPromise reports whether the peer exported the reference as a
 // promise.
 func (r *Ref) IsPromise() bool { return r.promise }
@@ -127,8 +132,10 @@ func (b bootstrapObject) Deliver(args []any) (any, error) {
 			return obj, nil
 		}
 		return nil, errors.New("ocapn: no object has that swiss number")
-	case sym("deposit-gift"), sym("withdraw-gift"):
-		return nil, errors.New("ocapn: third-party handoffs are not supported by this peer yet")
+	case sym("deposit-gift"):
+		return nil, b.s.depositGift(args)
+	case sym("withdraw-gift"):
+		return b.s.withdrawGift(args)
 	}
 	return nil, fmt.Errorf("ocapn: the bootstrap object has no method %v", args[0])
 }

@@ -48,6 +48,17 @@ type session struct {
 	nextAnswer int                    // the answer position of our next op:deliver
 	resolvers  map[*Resolver]struct{} // our questions' resolvers, broken if the session ends
 	started    bool                   // the peer's op:start-session was handled
+	held       []syrup.Record         // messages after the peer's hello, before the session is established
+	successors []func()               // run once s ends: sessions waiting for it to (establish)
+	id         []byte                 // the session ID, once ready
+
+	// third-party handoffs (handoff.go)
+	gifts       map[string]any           // as gifter-exporter session: deposited gifts by id
+	awaiting    map[string]*withdrawal   // as gifter-exporter session: withdrawals waiting for a gift, by id
+	withdrawals map[*withdrawal]struct{} // as exporter-receiver session: the peer's withdrawals waiting
+	counts      handoffCounts            // as exporter-receiver session: handoff counts the peer used
+	nextHandoff int64                    // as receiver: the next handoff count this side uses
+	handoffs    int                      // as gifter-receiver session: handoffs the peer gave, in progress
 }
 
 // export is one entry of the session's export table.
@@ -253,6 +264,14 @@ func (s *session) finish(err error, report bool) {
 		}
 	}
 	delete(s.n.all, s)
+	for _, f := range s.successors {
+		s.n.post(f)
+	}
+	s.successors = nil
+	if s.id != nil && s.n.byID[string(s.id)] == s {
+		delete(s.n.byID, string(s.id))
+	}
+	s.endHandoffs(err)
 	waiters := s.waiters
 	s.waiters = nil
 	for _, f := range waiters {
@@ -280,6 +299,14 @@ func (s *session) receive(v any) {
 		return
 	}
 	label, _ := r.Label.(syrup.Symbol)
+	if s.started && !s.ready && label != "op:abort" {
+		if len(s.held) >= s.n.cfg.MaxPending {
+			s.abort("too many messages before the session is established")
+			return
+		}
+		s.held = append(s.held, r)
+		return
+	}
 	if !s.started {
 		if label == "op:abort" {
 			s.end(errors.New("ocapn: the peer aborted before the session started"), false)
@@ -292,6 +319,12 @@ func (s *session) receive(v any) {
 		s.startSession(r)
 		return
 	}
+	s.handle(r)
+}
+
+// handle handles one message of an established session. On the loop.
+func (s *session) handle(r syrup.Record) {
+	label, _ := r.Label.(syrup.Symbol)
 	var err error
 	switch label {
 	case "op:start-session":
@@ -337,8 +370,31 @@ func (s *session) startSession(r syrup.Record) {
 		return
 	}
 	s.peer, s.peerPub = st.location, st.pub
+	s.establish(st, false)
+}
+
+// replacedGrace is how long a peer's new inbound session waits for an
+// established one with the same peer to end before it is refused: a peer
+// that closed its connection and dialed again at once is seen by the
+// node in either order.
+const replacedGrace = 500 * time.Millisecond
+
+// establish makes s the session with its peer unless one is open
+// already, resolving crossed hellos. retried: s waited for the previous
+// session to end. On the loop.
+func (s *session) establish(st startSession, retried bool) {
+	if s.ended {
+		return
+	}
 	key := peerKey(st.location)
 	if other := s.n.sessions[key]; other != nil && other != s {
+		if other.ready && s.dialed == nil && !retried {
+			// Wait a moment for the old session to end; messages the
+			// peer sends meanwhile are held (receive).
+			other.successors = append(other.successors, func() { s.establish(st, true) })
+			time.AfterFunc(replacedGrace, func() { s.n.post(func() { s.establish(st, true) }) })
+			return
+		}
 		if other.ready || s.dialed != nil {
 			s.abort("a session with this peer is already open")
 			return
@@ -356,8 +412,13 @@ func (s *session) startSession(r syrup.Record) {
 			return
 		}
 	}
+	if s.ready {
+		return // the grace timer, after the old session ended
+	}
 	s.n.sessions[key] = s
 	s.ready = true
+	s.id = sessionID(publicID(s.key.pub), publicID(st.pub))
+	s.n.byID[string(s.id)] = s
 	if s.hello != nil {
 		s.out <- outMsg{b: s.hello} // the first message queued: there is room
 		s.hello = nil
@@ -366,6 +427,13 @@ func (s *session) startSession(r syrup.Record) {
 	s.waiters = nil
 	for _, f := range waiters {
 		f(s, nil)
+	}
+	held := s.held
+	s.held = nil
+	for _, r := range held {
+		if !s.ended {
+			s.handle(r)
+		}
 	}
 }
 

@@ -75,6 +75,29 @@ func TestStartSession(t *testing.T) {
 		p.send(p.startRecord())
 		p.expect("op:abort")
 	})
+	t.Run("a second session from a peer with one open is refused", func(t *testing.T) {
+		first := dialRaw(t, nl)
+		first.hello()
+		second := dialRaw(t, nl)
+		second.loc = first.loc
+		second.send(second.startRecord())
+		second.expect("op:abort")
+		first.fetch(swissGreeter) // the first goes on
+	})
+	t.Run("a peer that closed and dialed again at once gets its new session", func(t *testing.T) {
+		for range 20 {
+			first := dialRaw(t, nl)
+			first.hello()
+			first.c.Close()
+			again := dialRaw(t, nl)
+			again.loc = first.loc
+			again.send(again.startRecord())
+			// What it sends before the node's hello is held, not lost.
+			res, _ := again.deliver(exportDesc(0), []any{sym("fetch"), swissGreeter}, false)
+			again.expect("op:start-session")
+			assert.Equal(t, sym("fulfill"), again.resolution(res)[0])
+		}
+	})
 }
 
 // startRecord is this peer's op:start-session, as a record to tamper with.

@@ -14,6 +14,8 @@ import (
 //	<desc:export N>          the receiver's object N  -> that Object or *Promise
 //	<desc:answer N>          the receiver's answer N  -> that *Promise
 //	<void>                   undefined                -> nil
+//	<desc:sig-envelope <desc:handoff-give ...> sig>
+//	                         a third party's object   -> a *Promise here
 //
 // fromWire turns a peer's descriptors into references; toWire does the
 // reverse for what this side sends.
@@ -64,8 +66,18 @@ func (s *session) fromWire(args []any) error {
 					continue
 				}
 				stack = append(stack, &x.Label)
-			case "desc:sig-envelope", "desc:handoff-give", "desc:handoff-receive":
-				return &badArgsError{"third-party handoffs are not supported by this peer yet"}
+			case "desc:sig-envelope":
+				if inner, ok := x.Fields[0].(syrup.Record); len(x.Fields) == 2 && ok && inner.Label == sym("desc:handoff-give") {
+					p, err := s.receiveHandoff(x)
+					if err != nil {
+						return err
+					}
+					*slot = p
+				}
+				// Other envelopes (a handoff-receive for withdraw-gift)
+				// stay as they came: what they sign must not change.
+			case "desc:handoff-give", "desc:handoff-receive":
+				// Unsigned: left as data.
 			default:
 				stack = append(stack, &x.Label)
 				for i := range x.Fields {
@@ -112,7 +124,7 @@ func (s *session) toWire(v any, depth int) (any, error) {
 		return syrup.Record{Label: sym("void"), Fields: []any{}}, nil
 	case *Ref:
 		if x.s != s {
-			return nil, fmt.Errorf("ocapn: a reference to another peer's object cannot be sent (third-party handoffs are not supported yet)")
+			return s.give(x) // a third-party handoff
 		}
 		return syrup.Record{Label: sym("desc:export"), Fields: []any{int64(x.pos)}}, nil
 	case *Promise:

@@ -47,7 +47,9 @@ func main() {
 func register(node *ocapn.Node) {
 	node.Register([]byte("JadQ0++RzsD4M+40uLxTWVaVqM10DcBJ"), ocapn.ObjectFunc(carFactoryBuilder))
 	node.Register([]byte("IO58l1laTyhcrgDKbEzFOO32MDd6zE5w"), ocapn.ObjectFunc(echo))
-	node.Register([]byte("VMDDd1voKWarCe2GvgLbxbVFysNzRPzx"), ocapn.ObjectFunc(greeter))
+	node.Register([]byte("VMDDd1voKWarCe2GvgLbxbVFysNzRPzx"), ocapn.ObjectFunc(func(args []any) (any, error) {
+		return greet(node, args)
+	}))
 	node.Register([]byte("IokCxYmMj04nos2JN1TDoY1bT8dXh6Lr"), ocapn.ObjectFunc(func(args []any) (any, error) {
 		p, r := node.NewPromise()
 		return []any{p, resolver{r}}, nil
@@ -104,17 +106,14 @@ func echo(args []any) (any, error) {
 // handled, so that the suite sees references dropped (op:gc-export).
 func gcSoon() { time.AfterFunc(20*time.Millisecond, runtime.GC) }
 
-// greeter sends "Hello" to the object it is given, as an op:deliver whose
+// greet sends "Hello" to the object it is given (a reference, or a
+// promise for one a third party handed off), as an op:deliver whose
 // promise it drops.
-func greeter(args []any) (any, error) {
+func greet(node *ocapn.Node, args []any) (any, error) {
 	if len(args) != 1 {
 		return nil, errors.New("the greeter takes one reference")
 	}
-	ref, ok := args[0].(*ocapn.Ref)
-	if !ok {
-		return nil, errors.New("the greeter takes a reference")
-	}
-	ref.Deliver("Hello").Then(func(any, error) { gcSoon() })
+	node.Send(args[0], "Hello").Then(func(any, error) { gcSoon() })
 	gcSoon()
 	return nil, nil
 }
