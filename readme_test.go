@@ -98,6 +98,7 @@ var readmeImports = map[string]string{
 	"log":     "log",
 	"net":     "net",
 	"ocap":    "github.com/bokbok-go/bokbok/ocap",
+	"ocapn":   "github.com/bokbok-go/bokbok/ocapn",
 	"os":      "os",
 	"pipes":   "github.com/bokbok-go/bokbok/pipes",
 	"signal":  "os/signal",

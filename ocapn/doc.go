@@ -21,12 +21,18 @@
 //     pipelining: a message to an answer waits for its resolution), the
 //     result sent to the resolve-me object as fulfill or break.
 //   - op:listen on promises this node exported; op:gc-export and
-//     op:gc-answer free exports and answers; op:abort ends a session.
+//     op:gc-answer free exports and answers, and this node gives back
+//     the peer's objects once Go's collector frees the last Ref to them;
+//     op:abort ends a session.
+//   - Third-party handoffs: a Ref held through one session and sent on
+//     another travels as a signed handoff-give, the object deposited as a
+//     gift with its own node; a handoff-give received becomes a [*Promise]
+//     that resolves to a Ref held directly through the object's node
+//     (withdraw-gift), not through the introducer.
 //
-// Not yet: third-party handoffs (a message carrying a reference to a
-// third node's object breaks), this node releasing the peer's objects
-// (op:gc-export from this side), and netlayers other than
-// tcp-testing-only.
+// Netlayers: tcp-testing-only ([ListenTestingOnlyTCP]), and any other
+// [Netlayer] (package ocapn/bokboknet runs sessions over bokbok's
+// authenticated encryption).
 //
 // # Values
 //
