@@ -48,6 +48,17 @@ func (m *Message) Args(out ...any) error {
 	return nil
 }
 
+// Values decodes the message's arguments, however many there are, into
+// interface values, as Result.Value does: maps, slices, strings, numbers,
+// and Ref for references.
+func (m *Message) Values() ([]any, error) {
+	var vals []any
+	if err := m.args.decode(&vals); err != nil {
+		return nil, badArgs(m.Method, "the arguments are not an array: %v", err)
+	}
+	return vals, nil
+}
+
 func badArgs(method, format string, args ...any) error {
 	return remoteErrorf(CodeBadArgs, "method %q "+format, append([]any{method}, args...)...)
 }
