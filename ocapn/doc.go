@@ -58,5 +58,5 @@
 // nothing breaks, and the session goes on.
 //
 // The tcp-testing-only netlayer ([ListenTestingOnlyTCP]) is not secure; it
-// exists for interoperability testing, as the draft says.
+// exists for interoperability testing.
 package ocapn

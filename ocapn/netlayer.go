@@ -24,11 +24,11 @@ type Netlayer interface {
 	Close() error
 }
 
-// TestingOnlyTCP is the draft's tcp-testing-only netlayer: Syrup messages
-// over a plain TCP connection. IT IS NOT SECURE: nothing is encrypted or
-// authenticated, and a peer's designator is whatever it claims. It exists
-// so that OCapN implementations can test against each other (the OCapN
-// test suite uses it); use it for nothing else.
+// TestingOnlyTCP is the tcp-testing-only netlayer, as the OCapN test
+// suite defines it: Syrup messages over a plain TCP connection. IT IS NOT
+// SECURE: nothing is encrypted or authenticated, and a peer's designator
+// is whatever it claims. It exists so that OCapN implementations can test
+// against each other; use it for nothing else.
 type TestingOnlyTCP struct {
 	ln  net.Listener
 	loc Peer
