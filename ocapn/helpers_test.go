@@ -208,13 +208,7 @@ func (p *rawPeer) expectTo(to any) syrup.Record {
 // and returns [fulfill|break, value].
 func (p *rawPeer) resolution(resolver int) []any {
 	p.t.Helper()
-	for {
-		r, err := p.recv()
-		require.NoError(p.t, err)
-		if (r.Label == sym("op:deliver-only") || r.Label == sym("op:deliver")) && syrup.Equal(r.Fields[0], exportDesc(resolver)) {
-			return r.Fields[1].([]any)
-		}
-	}
+	return p.expectTo(exportDesc(resolver)).Fields[1].([]any)
 }
 
 // fetch fetches swiss from the node's bootstrap object and returns the
