@@ -40,6 +40,15 @@ type Promise struct {
 	value    any
 	err      error
 	then     []func(any, error)
+
+	// Routing messages sent to it before it settles (pipelining; on the
+	// loop): the promise it was fulfilled with, the session and answer
+	// position of the question it answers while that is open, and the
+	// deliveries waiting for one of these to appear.
+	follows   *Promise
+	answerS   *session
+	answerPos int
+	routed    []func()
 }
 
 // Resolver settles its Promise, once; later calls do nothing.
@@ -73,6 +82,12 @@ func (p *Promise) settle(v any, err error) {
 			err, v = errors.New("ocapn: a promise fulfilled with itself"), nil
 		} else {
 			q.whenSettled(func(v any, err error) { p.settle(v, err) })
+			p.onLoop(func() {
+				if !p.resolved && p.follows == nil {
+					p.follows = q
+					p.reroute()
+				}
+			})
 			return
 		}
 	}
@@ -87,7 +102,19 @@ func (p *Promise) settle(v any, err error) {
 		for _, f := range callbacks {
 			f(v, err)
 		}
+		p.reroute()
 	})
+}
+
+// reroute hands the deliveries waiting on p back to deliverTo, in order:
+// p has settled, or now follows a promise, or answers an open question.
+// On the loop.
+func (p *Promise) reroute() {
+	waiting := p.routed
+	p.routed = nil
+	for _, f := range waiting {
+		f()
+	}
 }
 
 // whenSettled runs f on the node's event loop once p is settled.

@@ -54,32 +54,39 @@ func (r *Ref) deliverOnly(args ...any) {
 func (r *Ref) Deliver(args ...any) *Promise {
 	s := r.s
 	p, res := s.n.NewPromise()
-	s.n.post(func() {
-		if s.ended {
-			res.Break(fmt.Errorf("%w: %v", ErrSessionEnded, s.endErr))
-			return
-		}
-		wire, err := s.toWire(args, 0)
-		if err != nil {
-			res.Break(err)
-			return
-		}
-		answer := s.nextAnswer
-		pos, err := s.exportValue(resolverObject{s: s, r: res, answer: answer})
-		if err != nil {
-			res.Break(err)
-			return
-		}
-		s.nextAnswer++
-		s.resolvers[res] = struct{}{}
-		s.send(syrup.Record{Label: sym("op:deliver"), Fields: []any{
-			syrup.Record{Label: sym("desc:export"), Fields: []any{int64(r.pos)}},
-			wire,
-			int64(answer),
-			syrup.Record{Label: sym("desc:import-object"), Fields: []any{int64(pos)}},
-		}})
-	})
+	s.n.post(func() { s.ask(syrup.Record{Label: sym("desc:export"), Fields: []any{int64(r.pos)}}, args, p, res) })
 	return p
+}
+
+// ask sends op:deliver to to (the peer's export or answer) with an answer
+// position, p being the promise for the answer and res its resolver;
+// until the answer comes, messages sent to p are pipelined to that
+// position. On the loop.
+func (s *session) ask(to syrup.Record, args []any, p *Promise, res *Resolver) {
+	if s.ended {
+		res.Break(fmt.Errorf("%w: %v", ErrSessionEnded, s.endErr))
+		return
+	}
+	wire, err := s.toWire(args, 0)
+	if err != nil {
+		res.Break(err)
+		return
+	}
+	answer := s.nextAnswer
+	pos, err := s.exportValue(resolverObject{s: s, r: res, answer: answer})
+	if err != nil {
+		res.Break(err)
+		return
+	}
+	s.nextAnswer++
+	s.resolvers[res] = struct{}{}
+	s.send(syrup.Record{Label: sym("op:deliver"), Fields: []any{
+		to, wire, int64(answer), syrup.Record{Label: sym("desc:import-object"), Fields: []any{int64(pos)}},
+	}})
+	if !p.resolved {
+		p.answerS, p.answerPos = s, answer
+		p.reroute()
+	}
 }
 
 // resolverObject is the object a peer answers one of our op:deliver
@@ -98,6 +105,7 @@ func (o resolverObject) Deliver(args []any) (any, error) {
 	}
 	if _, open := o.s.resolvers[o.r]; open {
 		delete(o.s.resolvers, o.r)
+		o.r.p.answerS = nil // the position is given back: pipeline no more
 		o.s.send(syrup.Record{Label: sym("op:gc-answer"), Fields: []any{[]any{int64(o.answer)}}})
 	}
 	switch args[0] {

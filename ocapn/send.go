@@ -3,6 +3,8 @@ package ocapn
 import (
 	"errors"
 	"fmt"
+
+	"github.com/bokbok-go/bokbok/ocapn/syrup"
 )
 
 // Send delivers a message to to, whatever it is, and returns a promise
@@ -35,14 +37,32 @@ func (n *Node) SendOnly(to any, args ...any) {
 }
 
 // deliverTo delivers args to t (an Object, a promise, or the peer's Ref)
-// and passes the result to settle, which may be nil. On the loop.
+// and passes the result, or a promise for it, to settle, which may be
+// nil. On the loop.
 func deliverTo(t any, args []any, settle func(any, error)) {
 	if settle == nil {
 		settle = func(any, error) {}
 	}
 	switch x := t.(type) {
 	case *Promise:
-		x.whenSettled(func(v any, err error) {
+		// Follow the promises it was fulfilled with to the last one.
+		end := x
+		for hops := 0; !end.resolved && end.follows != nil && hops < maxFollow; hops++ {
+			end = end.follows
+		}
+		if !end.resolved {
+			if s := end.answerS; s != nil && !s.ended {
+				// The answer to a question on the wire: pipeline (send
+				// to <desc:answer N> now, without waiting for it).
+				q, r := end.n.NewPromise()
+				s.ask(syrup.Record{Label: sym("desc:answer"), Fields: []any{int64(end.answerPos)}}, args, q, r)
+				settle(q, nil)
+				return
+			}
+			end.routed = append(end.routed, func() { deliverTo(end, args, settle) })
+			return
+		}
+		end.whenSettled(func(v any, err error) {
 			if err != nil {
 				settle(nil, err)
 				return
@@ -54,7 +74,7 @@ func deliverTo(t any, args []any, settle func(any, error)) {
 			deliverTo(v, args, settle)
 		})
 	case *Ref:
-		x.Deliver(args...).whenSettled(settle)
+		settle(x.Deliver(args...), nil)
 	case Object:
 		v, err := safeDeliver(x, args)
 		settle(v, err)
@@ -62,6 +82,10 @@ func deliverTo(t any, args []any, settle func(any, error)) {
 		settle(nil, fmt.Errorf("ocapn: a message to %T, which is not an object", t))
 	}
 }
+
+// maxFollow bounds the chain of promises a delivery follows before it
+// waits instead.
+const maxFollow = 64
 
 // safeDeliver runs o.Deliver, turning a panic into an error.
 func safeDeliver(o Object, args []any) (v any, err error) {

@@ -36,10 +36,10 @@
 //	(define car-vow (<- car-factory-vow "Explorist" "blue"))
 //	(define drive-noise-vow (<- car-vow))
 //
-// A Goblins client sends the second message on the wire at once, to the
-// first one's answer position; this server takes such pipelined messages.
-// (The Go client's node holds a message sent to a promise and delivers it
-// once the promise resolves.) To drive a car from Goblins, enliven the
+// Both this client and a Goblins one send the second message on the wire
+// at once, to the first one's answer position, and this server takes such
+// pipelined messages: the fetch of the factory, the order and the drive
+// leave together, in one round trip. To drive a car from Goblins, enliven the
 // printed sturdyref from a Goblins program or REPL that has a
 // tcp-testing-only netlayer, and send it the two messages above; the Go
 // client can likewise order from a Goblins car factory whose sturdyref a
