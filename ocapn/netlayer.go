@@ -16,7 +16,11 @@ type Netlayer interface {
 	Transport() string
 	// Location is this node's locator on the transport.
 	Location() Peer
-	// Accept waits for the next inbound connection.
+	// Accept waits for the next inbound connection. A netlayer that
+	// authenticates the peer returns a connection with a method
+	// PeerDesignator() string, the designator it authenticated; the
+	// session is then refused if the peer's op:start-session names
+	// another designator or transport.
 	Accept() (net.Conn, error)
 	// Dial connects to p, a peer on this transport.
 	Dial(ctx context.Context, p Peer) (net.Conn, error)

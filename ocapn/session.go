@@ -369,6 +369,15 @@ func (s *session) startSession(r syrup.Record) {
 		s.abort(fmt.Sprintf("dialed %s, answered by %s", *s.dialed, st.location))
 		return
 	}
+	if s.dialed == nil {
+		s.connMu.Lock()
+		authed, ok := s.conn.(interface{ PeerDesignator() string })
+		s.connMu.Unlock()
+		if ok && (st.location.Transport != s.nl.Transport() || st.location.Designator != authed.PeerDesignator()) {
+			s.abort(fmt.Sprintf("the netlayer authenticated %q, which claims to be %s", authed.PeerDesignator(), st.location))
+			return
+		}
+	}
 	s.peer, s.peerPub = st.location, st.pub
 	s.establish(st, false)
 }
