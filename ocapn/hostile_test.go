@@ -182,3 +182,28 @@ func TestSilentConnectionsAreClosedAfterTheHandshakeTimeout(t *testing.T) {
 	}
 	stillServes(t, nl)
 }
+
+// TestConnectionsAreBounded: beyond MaxSessions, a connection is closed
+// at once; once one ends, a new one is served.
+func TestConnectionsAreBounded(t *testing.T) {
+	const limit = 3
+	_, nl := testNode(t, Config{MaxSessions: limit})
+	var held []*rawPeer
+	for range limit {
+		p := dialRaw(t, nl)
+		p.hello()
+		held = append(held, p)
+	}
+	extra := dialRaw(t, nl)
+	closed, got := extra.closedSoon()
+	assert.True(t, closed, "the connection beyond the limit is closed")
+	assert.Empty(t, got)
+
+	held[0].c.Close()
+	require.Eventually(t, func() bool {
+		p := dialRaw(t, nl)
+		p.send(p.startRecord())
+		r, err := p.recv()
+		return err == nil && r.Label == sym("op:start-session")
+	}, 10*time.Second, 50*time.Millisecond, "a session is served again")
+}

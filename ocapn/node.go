@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bokbok-go/bokbok/ocapn/syrup"
@@ -39,6 +40,11 @@ type Config struct {
 	// handoff counts the peer used out of order. Beyond it, the message
 	// breaks. Default 1024.
 	MaxGifts int
+	// MaxSessions bounds the node's connections, inbound and outbound,
+	// from the moment one is accepted or dialed until it is closed; a
+	// connection accepted beyond it is closed at once, a dial beyond it
+	// fails. Default 1024.
+	MaxSessions int
 	// HandshakeTimeout bounds the wait for the peer's op:start-session.
 	// Default 10 s.
 	HandshakeTimeout time.Duration
@@ -60,6 +66,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxPending, 256)
 	def(&c.MaxQueued, 4096)
 	def(&c.MaxGifts, 1024)
+	def(&c.MaxSessions, 1024)
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
@@ -91,6 +98,8 @@ type Node struct {
 	served    []Netlayer          // every netlayer added, closed by Close
 	all       map[*session]struct{}
 	byID      map[string]*session // established sessions by session ID
+
+	live atomic.Int64 // connections of sessions, from start until their reader ends
 }
 
 // NewNode returns a node with cfg's limits and starts its event loop;

@@ -102,9 +102,20 @@ func (n *Node) newSession(nl Netlayer, dialed *Peer) (*session, error) {
 // it sends this side's op:start-session and starts the reader and writer.
 // Called off the loop.
 func (n *Node) startSession(c net.Conn, nl Netlayer, s *session) {
+	if n.live.Add(1) > int64(n.cfg.MaxSessions) {
+		n.live.Add(-1)
+		c.Close()
+		if s != nil {
+			n.post(func() { s.end(fmt.Errorf("ocapn: %d sessions are open, the limit", n.cfg.MaxSessions), false) })
+		} else {
+			n.logf("ocapn: a connection refused", "err", "MaxSessions reached")
+		}
+		return
+	}
 	var err error
 	if s == nil {
 		if s, err = n.newSession(nl, nil); err != nil {
+			n.live.Add(-1)
 			c.Close()
 			n.logf("ocapn: session not started", "err", err)
 			return
@@ -112,6 +123,7 @@ func (n *Node) startSession(c net.Conn, nl Netlayer, s *session) {
 	}
 	start, err := startSessionMessage(s.key, nl.Location())
 	if err != nil {
+		n.live.Add(-1)
 		c.Close()
 		n.post(func() { s.end(err, false) })
 		return
@@ -158,6 +170,7 @@ func (s *session) writeLoop(c net.Conn) {
 // slot of MaxPending each.
 func (s *session) readLoop(c net.Conn) {
 	defer s.n.wg.Done()
+	defer s.n.live.Add(-1) // the session's connection is done with
 	d := syrup.NewDecoder(c, s.n.cfg.Syrup)
 	c.SetReadDeadline(time.Now().Add(s.n.cfg.HandshakeTimeout))
 	first := true
