@@ -207,3 +207,29 @@ func TestConnectionsAreBounded(t *testing.T) {
 		return err == nil && r.Label == sym("op:start-session")
 	}, 10*time.Second, 50*time.Millisecond, "a session is served again")
 }
+
+// TestMessagesWaitingOnPromisesAreBounded: a peer that piles messages on
+// a promise of the node that never settles has its session aborted at
+// MaxWaiting.
+func TestMessagesWaitingOnPromisesAreBounded(t *testing.T) {
+	const limit = 8
+	_, nl := testNode(t, Config{MaxWaiting: limit})
+	p := dialRaw(t, nl)
+	p.hello()
+	res, _ := p.deliver(exportDesc(0), []any{sym("fetch"), swissPromiseResolver}, false)
+	got := p.resolution(res)
+	_, pos, ok := descriptor(got[1], "desc:import-object")
+	require.True(t, ok, "%v", got)
+	res, _ = p.deliver(exportDesc(pos), []any{}, false)
+	pair := p.resolution(res)[1].([]any) // [promise resolver]
+	_, promise, ok := descriptor(pair[0], "desc:import-promise")
+	require.True(t, ok, "%v", pair)
+	for range limit + 1 {
+		p.send(syrup.Record{Label: sym("op:deliver-only"), Fields: []any{exportDesc(promise), []any{"wait"}}})
+	}
+	closed, msgs := p.closedSoon()
+	require.True(t, closed)
+	require.NotEmpty(t, msgs)
+	assert.Equal(t, sym("op:abort"), msgs[len(msgs)-1].Label)
+	stillServes(t, nl)
+}

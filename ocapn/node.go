@@ -27,6 +27,11 @@ type Config struct {
 	// pipelined questions, until op:gc-answer); beyond it, the session is
 	// aborted. Default 16384.
 	MaxAnswers int
+	// MaxWaiting bounds the peer's messages sent to promises of this node
+	// that have not settled (each waits, holding its arguments, until its
+	// promise settles, even if the session has ended by then); beyond it,
+	// the session is aborted. Default 4096.
+	MaxWaiting int
 	// MaxPending bounds the peer's messages received and not yet handled;
 	// the node stops reading from the peer until it has handled some.
 	// Default 256.
@@ -64,6 +69,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxImports, 16384)
 	def(&c.MaxAnswers, 16384)
 	def(&c.MaxPending, 256)
+	def(&c.MaxWaiting, 4096)
 	def(&c.MaxQueued, 4096)
 	def(&c.MaxGifts, 1024)
 	def(&c.MaxSessions, 1024)

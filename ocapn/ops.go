@@ -172,6 +172,13 @@ func (s *session) onDeliver(r syrup.Record, answer bool) error {
 	if !answer {
 		settle = nil
 	}
+	if p, ok := to.(*Promise); ok && !p.resolved {
+		if s.waiting >= s.n.cfg.MaxWaiting {
+			return fmt.Errorf("the peer has %d messages waiting on promises, the limit", s.waiting)
+		}
+		s.waiting++
+		p.whenSettled(func(any, error) { s.waiting-- })
+	}
 	deliverTo(to, args, settle)
 	return nil
 }

@@ -59,6 +59,7 @@ type session struct {
 	counts      handoffCounts            // as exporter-receiver session: handoff counts the peer used
 	nextHandoff int64                    // as receiver: the next handoff count this side uses
 	handoffs    int                      // as gifter-receiver session: handoffs the peer gave, in progress
+	waiting     int                      // the peer's messages to promises of ours not yet settled
 }
 
 // export is one entry of the session's export table.
