@@ -153,6 +153,7 @@ type BrokenError struct {
 	Reason any
 }
 
+// Error returns the reason, as text.
 func (e *BrokenError) Error() string {
 	if s, ok := e.Reason.(string); ok {
 		return "ocapn: broken by the peer: " + s

@@ -73,6 +73,7 @@ type LimitError struct {
 	Offset int64  // where in the input the limit was reached
 }
 
+// Error names the limit and the amount.
 func (e *LimitError) Error() string {
 	return fmt.Sprintf("syrup: input at offset %d goes beyond %s (%d)", e.Offset, e.Limit, e.Value)
 }
@@ -89,6 +90,7 @@ type SyntaxError struct {
 	Msg    string // what is wrong
 }
 
+// Error names the offset and what was wrong.
 func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("syrup: offset %d: %s", e.Offset, e.Msg)
 }
